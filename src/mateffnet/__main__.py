@@ -1,0 +1,3 @@
+from mateffnet.cli import main
+
+raise SystemExit(main())
