@@ -1,0 +1,104 @@
+"""Per-epoch checkpoints that survive being killed at any moment.
+
+out/checkpoints/epoch_0007/ holds a model folder (config.json, model.safetensors) and train_state.pt
+(optimizer, scheduler, grad scaler, epoch, metric history, RNG states). It is written under a temporary
+name and renamed when complete, so a folder named epoch_* is always whole; `out/last` is a symbolic link
+to the newest one, replaced atomically. `out/best` is the model folder with the best validation top-1,
+swapped in the same way. Training state is read with `torch.load(weights_only=True)`: no code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mateffnet.errors import MateffnetError
+
+STATE_FILE = "train_state.pt"
+_EPOCH_DIR = re.compile(r"epoch_(\d{4,})")
+
+
+def save_checkpoint(out_dir: Path, epoch: int, model, state: dict, keep: int = 1) -> Path:
+    """Write checkpoint `epoch` (1-based, epochs completed) and point `out/last` at it."""
+    folder = Path(out_dir) / "checkpoints"
+    final = folder / f"epoch_{epoch:04d}"
+    tmp = folder / f".epoch_{epoch:04d}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _point_symlink(Path(out_dir) / "last", Path("checkpoints") / final.name)
+    for old in _epoch_dirs(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best(out_dir: Path, model) -> Path:
+    best = Path(out_dir) / "best"
+    tmp = Path(out_dir) / f".best.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    old = Path(out_dir) / f".best.{os.getpid()}.old"
+    if best.exists():
+        os.rename(best, old)
+    os.rename(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    dirs = [d for d in _epoch_dirs(Path(out_dir) / "checkpoints") if (d / STATE_FILE).is_file()]
+    return dirs[-1] if dirs else None
+
+
+def load_train_state(folder: Path) -> dict:
+    try:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise MateffnetError(f"{Path(folder) / STATE_FILE}: unreadable training state ({error})") from error
+
+
+def _epoch_dirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted((d for d in folder.iterdir() if d.is_dir() and _EPOCH_DIR.fullmatch(d.name)),
+                  key=lambda d: int(_EPOCH_DIR.fullmatch(d.name)[1]))
+
+
+def _point_symlink(link: Path, target: Path) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) generator states, as plain tensors/ints for weights_only loading."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,80 @@
+"""One process per GPU with `torchrun` (or one process on the CPU / one GPU): the same code path.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is a single process. CPUs use the gloo
+backend, GPUs NCCL. Only rank 0 writes files and prints progress.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mateffnet.errors import MateffnetError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MateffnetError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def setup(preference: str = "auto") -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(preference, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world_size, local_rank, device)
+
+
+def teardown(ctx: Distributed) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_objects(ctx: Distributed, obj) -> list:
+    """Every rank's `obj`, in rank order (on every rank)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(ctx: Distributed, obj):
+    if not ctx.enabled:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_reduce_mean(ctx: Distributed, value: torch.Tensor) -> torch.Tensor:
+    if ctx.enabled:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= ctx.world_size
+    return value

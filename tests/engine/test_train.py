@@ -1,0 +1,100 @@
+import csv
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from mateffnet.config import load_config
+from mateffnet.engine.train import lr_factor, train
+from mateffnet.errors import MateffnetError
+from mateffnet.models import StreamNet
+
+from toydata import BrightnessClips, ddp_train_worker
+
+CLASSES = [f"level{i}" for i in range(4)]
+
+
+def small_config(**overrides):
+    settings = {
+        "model.backbone": "resnet18", "model.pretrained": None, "model.num_segments": 2, "model.input_size": 32,
+        "model.embed_dim": 32, "model.dropout": 0.0, "train.epochs": 4, "train.batch_size": 8, "train.lr": 0.05,
+        "train.weight_decay": 0.0, "train.schedule": "constant", "train.device": "cpu", "data.workers": 0,
+        "train.deterministic": True, "train.bn": "frozen",
+    }
+    settings.update(overrides)
+    return load_config(None, [f"{k}={'null' if v is None else v}" for k, v in settings.items()])
+
+
+def final_weights(out_dir):
+    return StreamNet.from_pretrained(out_dir / "last").state_dict()
+
+
+def test_training_drives_the_loss_down_and_fits_the_training_clips(tmp_path):
+    config = small_config(**{"train.epochs": 8, "train.bn": "train", "train.schedule": "cosine"})
+    data = BrightnessClips(32)
+    result = train(config, tmp_path, train_set=data, val_set=BrightnessClips(32, views=1), class_names=CLASSES,
+                   progress=False)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.history[-1]["val_top1"] == 1.0  # the validation clips are the training clips
+    assert (tmp_path / "best" / "model.safetensors").is_file()
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    with open(tmp_path / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 9))
+
+
+def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
+    config = small_config()
+    train(config, tmp_path / "straight", train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", train_set=BrightnessClips(32, interrupt_at_epoch=2),
+              class_names=CLASSES, progress=False)
+    assert os.readlink(tmp_path / "killed" / "last") == os.path.join("checkpoints", "epoch_0002")
+    resumed = train(config, tmp_path / "killed", resume=True, train_set=BrightnessClips(32), class_names=CLASSES,
+                    progress=False)
+    straight, after_resume = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    for key in straight:
+        assert torch.equal(straight[key], after_resume[key]), key
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(MateffnetError, match="--resume: no checkpoint"):
+        train(small_config(), tmp_path, resume=True, train_set=BrightnessClips(16), class_names=CLASSES,
+              progress=False)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = small_config(**{"train.epochs": 6})
+    with pytest.raises(MateffnetError, match="NaN/inf in epoch 4.*epoch_0003 is kept"):
+        train(config, tmp_path, train_set=BrightnessClips(16, nan_at_epoch=3), class_names=CLASSES, progress=False)
+    assert os.readlink(tmp_path / "last").endswith("epoch_0003")
+    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path).values())
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    config = small_config(**{"train.epochs": 2})
+    train(config, tmp_path / "one", train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(ddp_train_worker, args=(2, port, config, tmp_path / "two", CLASSES), nprocs=2, join=True)
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), key
+    losses = {}
+    for run in ("one", "two"):
+        with open(tmp_path / run / "metrics.csv") as f:
+            losses[run] = [float(r["train_loss"]) for r in csv.DictReader(f)]
+    assert losses["one"] == pytest.approx(losses["two"], rel=1e-5)
+    assert losses["one"][1] < losses["one"][0]
+
+
+def test_warmup_then_cosine_schedule():
+    config = small_config(**{"train.epochs": 10, "train.warmup_epochs": 1, "train.schedule": "cosine"})
+    factor = lr_factor(config.train, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(0.01)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0, abs=1e-9)
+    step = small_config(**{"train.schedule": "step", "train.step_epochs": "[2, 3]"})
+    assert [lr_factor(step.train, 1)(s) for s in range(4)] == pytest.approx([1, 1, 0.1, 0.01])
