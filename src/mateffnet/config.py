@@ -8,6 +8,7 @@ for typos. Paths in `data` are relative to `data.root` unless absolute.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -139,13 +140,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             raise MateffnetError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
         if not isinstance(data, dict):
             raise MateffnetError(f"{path}: expected a mapping of sections (data, model, train) at the top level")
+    return config_from_dict(data, source, overrides)
+
+
+def config_from_dict(data: dict, source: str = "config", overrides: list[str] = ()) -> ExperimentConfig:
+    """Validate a nested dict (as read from YAML) after applying `key=value` overrides to it."""
+    data = copy.deepcopy(data)
     for override in overrides:
         key, value = _parse_override(override)
         _set_dotted(data, key, value)
-    return config_from_dict(data, source)
-
-
-def config_from_dict(data: dict, source: str = "config") -> ExperimentConfig:
     return _build(ExperimentConfig, data, source, prefix="")
 
 

@@ -57,3 +57,99 @@ def collect_scores(model, loader, ctx: distributed.Distributed, precision: torch
     all_indices = np.concatenate([p[0] for p in parts])
     order, first = np.unique(all_indices, return_index=True)  # DistributedSampler pads with repeats
     return order, np.concatenate([p[1] for p in parts if len(p[1])])[first], np.concatenate([p[2] for p in parts])[first]
+
+
+STREAMS = ("rgb", "flow")
+
+
+def fused_scores(scores: dict[str, np.ndarray], weights: tuple[float, float]) -> np.ndarray:
+    """Weighted mean of the per-stream softmax scores present (MAT-EffNet: 1:1)."""
+    from mateffnet.models.twostream import fuse_probabilities
+
+    present = {name: torch.from_numpy(s) for name, s in scores.items() if name in STREAMS}
+    return fuse_probabilities(present, weights).numpy()
+
+
+def summarize(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str],
+              weights: tuple[float, float], title: str = "evaluation") -> dict:
+    """Metrics per stream present and for their fusion, in the schema the HTML report reads.
+
+    {"title", "class_names", "fusion_weights", "videos", "streams": {"rgb"|"flow"|"fused": {"top1", "top5",
+    "mean_class", "per_class": {class: top-1 or None}}}}; accuracies are fractions in [0, 1].
+    """
+    from mateffnet.engine.metrics import classification_metrics
+
+    all_scores = dict(scores)
+    all_scores["fused"] = fused_scores(scores, weights)
+    streams = {}
+    for name, stream_scores in all_scores.items():
+        m = classification_metrics(stream_scores, labels, len(class_names))
+        streams[name] = {**m.summary(), "per_class": dict(zip(class_names, m.per_class))}
+    return {"title": title, "class_names": list(class_names), "fusion_weights": {"rgb": weights[0], "flow": weights[1]},
+            "videos": int(len(labels)), "streams": streams}
+
+
+def format_summary(results: dict) -> str:
+    """A small text table: rows = streams, columns = top-1, top-5, mean class accuracy."""
+    lines = [f"{'stream':<8} {'top-1':>7} {'top-5':>7} {'mean class':>11}   ({results['videos']} videos; "
+             f"top-1/top-5 = video accuracy, mean class = mean of per-class top-1)"]
+    for name, m in results["streams"].items():
+        lines.append(f"{name:<8} {100 * m['top1']:>6.2f}% {100 * m['top5']:>6.2f}% {100 * m['mean_class']:>10.2f}%")
+    return "\n".join(lines)
+
+
+def save_scores(path, video_ids: list[str], labels: np.ndarray, class_names: list[str],
+                scores: dict[str, np.ndarray], weights: tuple[float, float]) -> None:
+    """Raw per-video scores, so fusion weights can be re-tuned without running the networks again."""
+    from mateffnet.fileio import atomic_path
+
+    arrays = {f"scores_{name}": s.astype(np.float32) for name, s in scores.items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, video_ids=np.array(video_ids), labels=labels.astype(np.int64),
+                                class_names=np.array(class_names), fusion_weights=np.array(weights, dtype=np.float64),
+                                **arrays)
+
+
+def load_scores(path) -> tuple[list[str], np.ndarray, list[str], dict[str, np.ndarray]]:
+    from mateffnet.errors import MateffnetError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            scores = {key.removeprefix("scores_"): data[key] for key in data.files if key.startswith("scores_")}
+            return [str(v) for v in data["video_ids"]], data["labels"], [str(c) for c in data["class_names"]], scores
+    except (OSError, KeyError, ValueError) as error:
+        raise MateffnetError(f"{path}: not a scores file written by `mateffnet evaluate` ({error})") from error
+
+
+def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels: np.ndarray,
+                  video_ids: list[str]) -> dict[str, "Path"]:
+    """metrics.json, per_class.csv, confusion_<stream>.png and scores.npz in `out_dir`; returns the image paths."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from mateffnet.engine.metrics import classification_metrics
+    from mateffnet.fileio import atomic_write_json, atomic_write_text
+    from mateffnet.viz.plots import plot_confusion_matrix
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    class_names = results["class_names"]
+    weights = (results["fusion_weights"]["rgb"], results["fusion_weights"]["flow"])
+    atomic_write_json(out_dir / "metrics.json", results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class", *results["streams"]])
+    for name in class_names:
+        writer.writerow([name, *("" if m["per_class"][name] is None else f"{m['per_class'][name]:.4f}"
+                                 for m in results["streams"].values())])
+    atomic_write_text(out_dir / "per_class.csv", buffer.getvalue())
+    save_scores(out_dir / "scores.npz", video_ids, labels, class_names, scores, weights)
+    images = {}
+    all_scores = {**scores, "fused": fused_scores(scores, weights)}
+    for name, stream_scores in all_scores.items():
+        confusion = classification_metrics(stream_scores, labels, len(class_names)).confusion
+        images[f"confusion_{name}"] = plot_confusion_matrix(confusion, class_names, out_dir / f"confusion_{name}.png",
+                                                            title=f"{name} — confusion matrix")
+    return images
