@@ -7,6 +7,7 @@ bytes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -21,14 +22,32 @@ FLOW_QUALITY = 95
 def encode_jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
     """uint8 (N, C, H, W) images, C = 1 or 3, on any device → N JPEG byte strings.
 
-    On CUDA the batch is encoded with nvJPEG; elsewhere with libjpeg-turbo.
+    RGB batches on CUDA are encoded with nvJPEG; everything else with libjpeg-turbo on the CPU
+    (nvJPEG in torchvision encodes only 3-channel images, one at a time).
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {tuple(images.shape)} {images.dtype}")
     if len(images) == 0:
         return []
-    encoded = encode_jpeg(list(images.contiguous()), quality=quality)
+    if images.is_cuda and images.shape[1] == 3:
+        encoded = encode_jpeg(list(images.contiguous()), quality=quality)
+    else:
+        with _one_cpu_thread():  # torchvision's CPU encoder is ~3x slower with intra-op threads
+            encoded = encode_jpeg(list(images.cpu().contiguous()), quality=quality)
     return [bytes(blob.cpu().numpy()) for blob in encoded]
+
+
+@contextlib.contextmanager
+def _one_cpu_thread():
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> torch.Tensor:
