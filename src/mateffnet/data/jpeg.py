@@ -50,23 +50,27 @@ def _one_cpu_thread():
         torch.set_num_threads(threads)
 
 
-def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> torch.Tensor:
-    """JPEG byte tensors (1-D uint8, on the CPU) → uint8 (N, C, H, W) on `device`, C = 1 if `gray` else 3.
-
-    All images must have the same size. On a CUDA device the whole list is decoded in one nvJPEG
-    batch; on the CPU one after the other.
-    """
+def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """JPEG byte tensors (1-D uint8, on the CPU) → list of uint8 (C, H, W) on `device`, C = 1 if
+    `gray` else 3. On a CUDA device the whole list is decoded in one nvJPEG batch (sizes may
+    differ); on the CPU one after the other."""
     if not blobs:
-        raise ValueError("no JPEG images to decode")
+        return []
     mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
     device = torch.device(device)
     try:
         if device.type == "cuda":
-            images = decode_jpeg(list(blobs), mode=mode, device=device)
-        else:
-            images = [decode_jpeg(blob, mode=mode) for blob in blobs]
+            return decode_jpeg(list(blobs), mode=mode, device=device)
+        return [decode_jpeg(blob, mode=mode) for blob in blobs]
     except RuntimeError as error:
         raise MateffnetError(f"cannot decode a stored JPEG image ({str(error).splitlines()[0]})") from None
+
+
+def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Like `decode_jpeg_list`, stacked: uint8 (N, C, H, W). All images must have the same size."""
+    if not blobs:
+        raise ValueError("no JPEG images to decode")
+    images = decode_jpeg_list(blobs, gray, device)
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) != 1:
         raise MateffnetError(f"stored JPEG images of one clip differ in size: {sorted(shapes)}")
