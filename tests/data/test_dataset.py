@@ -145,3 +145,10 @@ def test_reads_tsn_rawframes_folders(shared_data):
     rgb, _ = VideoDataset([item], root, "rgb", num_segments=3, input_size=112)[0]
     flow, _ = VideoDataset([item], root, "flow", num_segments=3, flow_length=10, input_size=112)[0]
     assert rgb.shape == (3, 3, 112, 112) and flow.shape == (3, 20, 112, 112)
+
+
+def test_make_loader_takes_a_sampler(store):
+    dataset = VideoDataset(ITEMS * 2, store, "rgb", num_segments=2, input_size=32)
+    sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
+    labels = [label for _, batch in make_loader(dataset, batch_size=2, workers=0, sampler=sampler) for label in batch.tolist()]
+    assert labels == [1, 1]  # rank 1 of 2 gets items 1 and 3

@@ -244,6 +244,7 @@ def make_loader(
     workers: int | None = None,
     prefetch: int | None = None,
     background: bool = True,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> VideoLoader:
     """A loader that yields (clips, labels) on `device`.
 
@@ -251,7 +252,7 @@ def make_loader(
     workers decode, 4 when decoding is deferred to the device; pinned memory and non-blocking
     copies for CUDA; persistent workers; 2 batches prefetched per worker (4 when deferred: those
     batches are small). A deferred dataset's batches are decoded on `device` in a background
-    thread, one batch ahead.
+    thread, one batch ahead. `sampler` (e.g. a DistributedSampler) replaces shuffling.
     """
     device = torch.device(device)
     cores = _cores()
@@ -263,7 +264,8 @@ def make_loader(
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train if shuffle is None else shuffle,
+        shuffle=(train if shuffle is None else shuffle) if sampler is None else False,
+        sampler=sampler,
         drop_last=train if drop_last is None else drop_last,
         num_workers=workers,
         collate_fn=collate_jpeg_clips if dataset.defer_decode else None,
