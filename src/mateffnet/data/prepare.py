@@ -40,6 +40,7 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
 
 STORE_SETTINGS = "store.json"
+CPU_ONLY_FLOW_METHODS = {"farneback"}
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
 
@@ -420,8 +421,10 @@ def _run(todo: list[VideoItem], store: Path, options: PrepareOptions, device: st
     from tqdm.auto import tqdm
 
     workers = options.workers if options.workers is not None else _default_workers()
+    if options.flow_method in CPU_ONLY_FLOW_METHODS:
+        device = "cpu"  # no GPU memory (or CUDA context per worker) for a method that cannot use it
     across = options.batch_across_videos
-    if across is None:
+    if across is None:  # flow on a GPU: big batches of pairs from several videos in this process
         across = device.startswith("cuda")
     across = across and options.flow_method != "none" and workers > 0
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.05)
@@ -463,8 +466,11 @@ def _run_in_process(todo, store, options, device):
 
 def _worker_main(worker_id: int, inbox, results, store: str, options: PrepareOptions, device: str, across: bool) -> None:
     """A worker process: one video at a time from `inbox`, messages about it to `results`."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)
     link = _Link(inbox, results)
     link.send(("ready", worker_id, None))
