@@ -4,9 +4,10 @@
     python benchmarks/loader.py --workers 15 --seconds 20 --crop multiscale
 
 Builds its own store: the real clips of ../shared/data/videos (synthetic videos when absent) are
-prepared at short side 256 with optical flow (the fastest available method unless --flow-method),
-then the same JPEGs are also written as an mmaction2-style rawframes folder per video (one file
-per image) for the reference rows and the disk comparison.
+prepared at short side 256 with optical flow (TV-L1 on a GPU when available, else Farneback; or
+--flow-method); without PyAV, generated frames are packed directly. The same JPEGs are also
+written as an mmaction2-style rawframes folder per video (one file per image) for the reference
+rows and the disk comparison.
 
 Rows (T=8 segments, batch 16, flow stacks of L=10, 224×224 crops, training sampling):
 - "packed, CPU decode": our VideoDataset + make_loader, workers decode (libjpeg-turbo) and crop;
@@ -76,8 +77,11 @@ def main() -> int:
           f"frames prepared at short side {args.size}")
 
     items, report, flow_method = _build_store(work, args.size, args.flow_method, device)
-    print(f"store: {report.done} videos prepared, {report.skipped} already there, in {report.seconds:.1f} s "
-          f"({report.flow_pairs / max(report.seconds, 1e-9):.0f} flow pairs/s, {flow_method}) in {work}")
+    if report is None:
+        print(f"store: {len(items)} synthetic videos packed directly (no PyAV here; flow: {flow_method}) in {work}")
+    else:
+        print(f"store: {report.done} videos prepared, {report.skipped} already there, in {report.seconds:.1f} s "
+              f"({report.flow_pairs / max(report.seconds, 1e-9):.0f} flow pairs/s, {flow_method}) in {work}")
     _write_rawframes(work / "store", work / "rawframes", items)
     print()
     _print_disk(work, items)
@@ -128,6 +132,10 @@ def _build_store(work: Path, size: int, flow_method: str | None, device: torch.d
 
     if flow_method is None:
         flow_method = "tvl1" if device.type == "cuda" and "tvl1" in FLOW_METHODS else "farneback"
+    try:
+        import av  # noqa: F401
+    except ImportError:  # no PyAV: pack generated frames directly (same JPEG sizes and layout)
+        return _synthetic_store(work / "store", size, flow_method, device), None, flow_method
     source = SHARED_VIDEOS if SHARED_VIDEOS.is_dir() else _synthetic_videos(work / "videos")
     items = folders(source).items()
     options = PrepareOptions(size=size, flow_method=flow_method, device=device.type)
@@ -137,28 +145,47 @@ def _build_store(work: Path, size: int, flow_method: str | None, device: torch.d
     return items, report, flow_method
 
 
-def _synthetic_videos(folder: Path) -> Path:
-    """Ten 10-second 320x240 videos of a moving textured scene (when the real clips are absent)."""
-    import av
+def _moving_texture(seed: int, frames: int, height: int, width: int) -> torch.Tensor:
+    """uint8 (frames, 3, H, W): a smooth random texture panning and bobbing (camera-like motion)."""
+    g = torch.Generator().manual_seed(seed)
+    big = torch.rand(1, 3, 2 * height, 3 * width, generator=g) * 255
+    big = torch.nn.functional.avg_pool2d(big, 9, 1, 4)[0]
+    out = torch.empty(frames, 3, height, width, dtype=torch.uint8)
+    for i in range(frames):
+        y = int(height / 2 + height / 3 * math.sin(i / 20 + seed))
+        x = int(1.5 * i) % (2 * width)
+        out[i] = big[:, y : y + height, x : x + width].to(torch.uint8)
+    return out
 
-    rng = np.random.default_rng(0)
+
+def _synthetic_store(store: Path, size: int, flow_method: str, device: torch.device) -> list[VideoItem]:
+    from mateffnet.data.jpeg import encode_jpegs
+    from mateffnet.data.store import PackedVideoWriter
+    from mateffnet.flow import compute_flow, quantize_flow
+
+    height, width = size, round(size * 4 / 3)
+    items = []
     for v in range(10):
-        path = folder / f"class{v % 3}" / f"video{v}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        texture = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        texture = np.asarray(torch.nn.functional.avg_pool2d(torch.from_numpy(texture).permute(2, 0, 1).float(), 9, 1, 4)
-                             .permute(1, 2, 0).to(torch.uint8))
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=25)
-            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-            for i in range(250):
-                y, x = int(60 + 40 * math.sin(i / 20 + v)), int(80 + 3 * i / 2) % 300
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[y : y + 240, x : x + 320]), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return folder
+        item = VideoItem(f"class{v % 3}/video{v}", Path(f"video{v}.mp4"), v % 3)
+        items.append(item)
+        path = store_path(store, item.video_id)
+        if path.exists():
+            continue
+        frames = _moving_texture(v, 150, height, width)
+        flows = []
+        for start in range(0, len(frames) - 1, 64):
+            a, b = frames[start : start + 64], frames[start + 1 : start + 65]
+            a = a[: len(b)]
+            flows.append(quantize_flow(compute_flow(a.to(device), b.to(device), method=flow_method)).cpu())
+        flow = torch.cat(flows)
+        flow_jpegs = encode_jpegs(flow.reshape(-1, 1, height, width), 95)
+        with PackedVideoWriter(path) as writer:
+            for i, blob in enumerate(encode_jpegs(frames, 90)):
+                writer.add_rgb(i, blob)
+            for k in range(len(flow)):
+                writer.add_flow(k, flow_jpegs[2 * k], flow_jpegs[2 * k + 1])
+            writer.finish({"width": width, "height": height, "fps": 25.0, "flow": {"method": flow_method, "bound": 20.0}})
+    return items
 
 
 def _write_rawframes(store: Path, out: Path, items: list[VideoItem]) -> None:
