@@ -145,6 +145,25 @@ def _build_store(work: Path, size: int, flow_method: str | None, device: torch.d
     return items, report, flow_method
 
 
+def _synthetic_videos(folder: Path) -> Path:
+    """Ten 6-second 320x240 H.264 videos of a moving texture (when the real clips are absent)."""
+    import av
+
+    for v in range(10):
+        path = folder / f"class{v % 3}" / f"video{v}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames = _moving_texture(v, 150, 240, 320).permute(0, 2, 3, 1).numpy()
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+            for image in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return folder
+
+
 def _moving_texture(seed: int, frames: int, height: int, width: int) -> torch.Tensor:
     """uint8 (frames, 3, H, W): a smooth random texture panning and bobbing (camera-like motion)."""
     g = torch.Generator().manual_seed(seed)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mateffnet.data.annotations import VideoItem, load_annotations, missing_summary, split_missing
+from mateffnet.data.annotations import VideoItem, load_annotations, split_missing
 from mateffnet.data.decode import Size, VideoDecodeError, VideoReader
 from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
 from mateffnet.errors import MateffnetError
@@ -104,7 +104,7 @@ class PrepareReport:
             f"{self.failed} failed in {self.seconds:.1f} s{rate}"
         ]
         if self.missing:
-            lines.append("missing: " + missing_summary_names([Path(p).name for p in self.missing_videos]))
+            lines.append("missing: " + _first_few([Path(p).name for p in self.missing_videos]))
         for failure in self.failures[:20]:
             lines.append(f"failed: {failure['path']}: {failure['reason']}: {failure['detail']}")
         if len(self.failures) > 20:
@@ -114,7 +114,7 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def missing_summary_names(names: list[str], limit: int = 5) -> str:
+def _first_few(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
