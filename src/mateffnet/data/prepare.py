@@ -609,7 +609,7 @@ class _Pool:
                         finished += 1
                         yield outcome
                 if not ready and self.batcher and time.monotonic() - last_message > 1.0:
-                    self.batcher.flush_all()  # safety net; end_frames normally decides
+                    self.batcher.flush_all()  # safety net; full batches and end_frames normally decide
                 for outcome in self._reap_dead():
                     finished += 1
                     yield outcome
@@ -635,10 +635,6 @@ class _Pool:
     def _assign(self, worker: "_Worker", index: int) -> None:
         worker.holding = index
         worker.inbox.put(("video", index, self.todo[index]))
-
-    def holding(self) -> set[int]:
-        """Indices of the videos workers hold now."""
-        return {w.holding for w in self.workers.values() if w.holding is not None}
 
     def send(self, worker_id: int, index: int, message) -> None:
         """Send to the worker holding video `index`, if it still does."""
@@ -724,7 +720,6 @@ class _FlowBatcher:
         self.buckets: dict[tuple[int, int], list] = {}  # (H, W) → [(index, k, frame k, frame k+1)]
         self.last_frame: dict[int, np.ndarray] = {}
         self.worker_of: dict[int, int] = {}
-        self.waiting: set[int] = set()  # videos whose frames are all in
 
     def add_frames(self, worker_id: int, index: int, first: int, frames: np.ndarray) -> None:
         self.worker_of[index] = worker_id
@@ -741,16 +736,17 @@ class _FlowBatcher:
             self._run(bucket, self.options.flow_batch)
 
     def end_frames(self, index: int) -> None:
+        """All frames of video `index` are in: its worker now only waits for flow, so the pairs
+        still pending for it go out now, in a partial batch if need be (one per video at most)."""
         self.last_frame.pop(index, None)
-        self.waiting.add(index)
-        busy = self.pool.holding()
-        if busy and busy <= self.waiting:  # every worker waits for flow: don't wait for full batches
-            self.flush_all()
+        for bucket in self.buckets.values():
+            if any(pair[0] == index for pair in bucket):
+                while bucket:
+                    self._run(bucket, self.options.flow_batch)
 
     def forget(self, index: int) -> None:
         """Drop a finished or failed video's pending pairs."""
         self.last_frame.pop(index, None)
-        self.waiting.discard(index)
         self.worker_of.pop(index, None)
         for bucket in self.buckets.values():
             bucket[:] = [pair for pair in bucket if pair[0] != index]
