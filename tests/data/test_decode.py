@@ -130,3 +130,44 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
     with pytest.raises(VideoDecodeError) as caught:
         read_video(path)
     assert caught.value.reason == "no_video_stream"
+
+
+def test_edit_list_trim_is_not_mistaken_for_truncation(tmp_path, video_writer, square_frames):
+    """A stream-copy trim keeps frames before the cut and hides them with an MP4 edit list: fewer
+    frames decode than the file declares, but the video is complete."""
+    source = video_writer(tmp_path / "full.mp4", square_frames(n=40), codec="libx264")
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(source)) as src, av.open(str(trimmed), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = 12 * int(1 / (stream.time_base * stream.average_rate))  # 12 frames before time 0
+        for packet in src.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+    with av.open(str(trimmed)) as container:
+        assert container.streams.video[0].frames == 40  # the file still holds every frame
+    frames, _ = read_video(trimmed)
+    assert len(frames) == 28
+
+
+def test_cut_off_mp4_with_index_in_front_is_truncated(tmp_path, square_frames):
+    frames = square_frames(n=60)
+    path = tmp_path / "faststart.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # moov before mdat
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
+    assert len(read_video(path)[0]) == 60
+    with pytest.raises(VideoDecodeError) as caught:
+        read_video(tmp_path / "cut.mp4")
+    assert caught.value.reason == "truncated"

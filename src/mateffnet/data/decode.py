@@ -160,6 +160,7 @@ class VideoReader:
         width = height = 0
         count = errors = 0
         last_error = ""
+        first_time = last_time = None
         stream = self._stream
         try:
             for packet in self._container.demux(stream):
@@ -176,13 +177,16 @@ class VideoReader:
                     ).to_ndarray()
                     if self._rotation_k:
                         image = np.ascontiguousarray(np.rot90(image, self._rotation_k))
+                    if frame.time is not None:
+                        first_time = frame.time if first_time is None else first_time
+                        last_time = frame.time
                     yield image
                     count += 1
                     if max_frames is not None and count >= max_frames:
                         return
         except (av.FFmpegError, OSError) as error:  # demuxing itself failed: the rest of the file is lost
             errors, last_error = errors + 1, _one_line(error)
-        self._check_complete(count, errors, last_error)
+        self._check_complete(count, errors, last_error, first_time, last_time)
 
     def _settle_rotation(self, frame) -> tuple[int, int]:
         """Read the display rotation from the first frame (PyAV exposes it there), make `info` and
@@ -209,18 +213,29 @@ class VideoReader:
         if block:
             yield np.stack(block)
 
-    def _check_complete(self, count: int, errors: int, last_error: str) -> None:
+    def _check_complete(self, count: int, errors: int, last_error: str, first_time, last_time) -> None:
         if count == 0:
             if errors:
                 raise VideoDecodeError(self.path, "corrupt", f"no frame decodes ({errors} bad packets: {last_error})")
             raise VideoDecodeError(self.path, "no_frames", "the video stream decodes to zero frames")
         declared = self.info.declared_frames or round(self.info.duration * self.info.fps)
-        if declared and count < MIN_DECODED_FRACTION * declared - FRAME_SLACK:
-            reason = "corrupt" if errors else "truncated"
+        if declared and count < MIN_DECODED_FRACTION * declared - FRAME_SLACK and not self._edited(first_time, last_time):
+            reason = "corrupt" if errors > FRAME_SLACK else "truncated"  # a cut file breaks one packet or two
             detail = f"{count} of {declared} declared frames decode"
             if errors:
                 detail += f" ({errors} bad packets: {last_error})"
             raise VideoDecodeError(self.path, reason, detail)
+
+    def _edited(self, first_time: float | None, last_time: float | None) -> bool:
+        """An MP4/MOV whose edit list hides frames (a stream-copy trim): fewer frames decode than
+        the file holds, yet they span the whole presented duration. Only this container family has
+        edit lists; elsewhere (AVI) the duration shrinks with the file, so it proves nothing."""
+        container = self._container
+        if "mp4" not in container.format.name or not container.duration or first_time is None:
+            return False
+        step = 1.0 / self.info.fps if self.info.fps else 0.0
+        presented = container.duration / 1_000_000
+        return last_time - first_time + step >= MIN_DECODED_FRACTION * presented - 0.1
 
 
 def read_video(
