@@ -170,4 +170,4 @@ def test_cut_off_mp4_with_index_in_front_is_truncated(tmp_path, square_frames):
     assert len(read_video(path)[0]) == 60
     with pytest.raises(VideoDecodeError) as caught:
         read_video(tmp_path / "cut.mp4")
-    assert caught.value.reason == "truncated"
+    assert caught.value.reason == "truncated", str(caught.value)

@@ -214,17 +214,18 @@ class VideoReader:
             yield np.stack(block)
 
     def _check_complete(self, count: int, errors: int, last_error: str, first_time, last_time) -> None:
-        if count == 0:
-            if errors:
-                raise VideoDecodeError(self.path, "corrupt", f"no frame decodes ({errors} bad packets: {last_error})")
-            raise VideoDecodeError(self.path, "no_frames", "the video stream decodes to zero frames")
         declared = self.info.declared_frames or round(self.info.duration * self.info.fps)
-        if declared and count < MIN_DECODED_FRACTION * declared - FRAME_SLACK and not self._edited(first_time, last_time):
-            reason = "corrupt" if errors > FRAME_SLACK else "truncated"  # a cut file breaks one packet or two
-            detail = f"{count} of {declared} declared frames decode"
-            if errors:
-                detail += f" ({errors} bad packets: {last_error})"
-            raise VideoDecodeError(self.path, reason, detail)
+        if count == 0 and not errors:
+            raise VideoDecodeError(self.path, "no_frames", "the video stream decodes to zero frames")
+        short = declared and count < MIN_DECODED_FRACTION * declared - FRAME_SLACK
+        if count and (not short or self._edited(first_time, last_time)):
+            return
+        # a cut-off file breaks a packet or two at its end; more bad packets mean damage inside
+        reason = "truncated" if declared and errors <= FRAME_SLACK else "corrupt"
+        detail = f"{count} of {declared} declared frames decode" if declared else "no frame decodes"
+        if errors:
+            detail += f" ({errors} bad packet{'s' * (errors > 1)}: {last_error})"
+        raise VideoDecodeError(self.path, reason, detail)
 
     def _edited(self, first_time: float | None, last_time: float | None) -> bool:
         """An MP4/MOV whose edit list hides frames (a stream-copy trim): fewer frames decode than
