@@ -150,6 +150,7 @@ def prepare_videos(
     _check_shard(shard)
     items = items[shard[0] :: shard[1]]
     _check_options(options)
+    device = _resolve_device(options.device)
     name = "report.json" if shard == (0, 1) else f"report-{shard[0]}-of-{shard[1]}.json"
     report = PrepareReport(
         store=str(store), listed=len(items), shard=list(shard), settings=options.settings(), report_path=str(store / name)
@@ -170,7 +171,6 @@ def prepare_videos(
             _remove_temporaries(store_path(store, item.video_id))
             todo.append(item)
 
-    device = _resolve_device(options.device)
     try:
         for item, outcome in _run(todo, store, options, device, progress):
             if outcome["status"] == "done":
