@@ -160,8 +160,11 @@ def prepare_videos(
     store.mkdir(parents=True, exist_ok=True)
     _check_store_settings(store, options)
 
+    from tqdm.auto import tqdm
+
     todo, redo = [], set()
-    for item in present:
+    checking = tqdm(present, desc="checking finished files", unit="video", disable=not progress or len(present) < 1000)
+    for item in checking:
         state = _existing_state(item, store, options)
         if state == "done":
             report.skipped += 1
