@@ -1,0 +1,463 @@
+"""Dataset annotation formats → lists of `VideoItem(video_id, path, label)`.
+
+One function per format, each returning an `Annotations` (class names + named subsets of items):
+
+- `ucf101(src, annotations, split)`: `classInd.txt` (1-based), `trainlist0N.txt` (path + 1-based
+  label), `testlist0N.txt` (path only; the label is the class folder); CRLF line endings.
+- `hmdb51(src, annotations, split)`: `<class>_test_splitN.txt` lines `name.avi 1|2|0` (train, test,
+  unused). Classes in TSN's `class_list.txt` order when that file is beside them, else sorted.
+- `kinetics400(src, annotations)`: the official CSV(s) `label,youtube_id,time_start,time_end,split`
+  with trimmed files `<youtube_id>_<start:06d>_<end:06d>.<ext>` anywhere under `src`; or a
+  folder-per-class copy with the 400-name label list.
+- `video_list(list_file, src)`: lines `path label` (or mmaction2's `path num_frames label`).
+- `folders(src, class_list)`: every video file under `src`, labelled by the folder that holds it.
+
+`load_annotations(src, format="auto", ...)` picks one (see `detect_format`). Annotation files are
+only read here: whether each video exists is checked separately (`split_missing`), so a listed
+but absent video is reported in one summary and left out, never fatal.
+
+A `video_id` is the video's path relative to the dataset root without extension, '/'-separated
+(`ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01`); for Kinetics CSVs it is the trimmed file's stem
+(`<youtube_id>_<start>_<end>`). It names the video's packed file in a store, so it only depends on
+the annotations, never on where the source videos happen to live.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from mateffnet.errors import MateffnetError
+
+VIDEO_EXTENSIONS = frozenset(
+    ".avi .mp4 .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .vob".split()
+)
+FORMATS = ("ucf101", "hmdb51", "kinetics400", "list", "folders")
+UNLABELLED = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoItem:
+    video_id: str  # unique, '/'-separated, no extension
+    path: Path  # where the source video is (or would be) on disk
+    label: int  # index into the dataset's class list; -1 = unlabelled
+
+
+@dataclasses.dataclass
+class Annotations:
+    format: str
+    classes: list[str]
+    subsets: dict[str, list[VideoItem]]  # e.g. {"train": [...], "test": [...]} or {"all": [...]}
+
+    def items(self, subset: str | None = None) -> list[VideoItem]:
+        """The items of one subset, or of all subsets (each video once, in order)."""
+        if subset is not None:
+            if subset not in self.subsets:
+                raise MateffnetError(
+                    f"no subset {subset!r} in these {self.format} annotations; have {', '.join(self.subsets)}"
+                )
+            return list(self.subsets[subset])
+        seen: dict[str, VideoItem] = {}
+        for items in self.subsets.values():
+            for item in items:
+                seen.setdefault(item.video_id, item)
+        return list(seen.values())
+
+
+# --------------------------------------------------------------------------------------- UCF101
+
+
+def ucf101(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 1) -> Annotations:
+    """UCF101's official split `split` (1–3): classInd.txt, trainlist0N.txt, testlist0N.txt."""
+    folder = _annotation_folder(annotations)
+    _check_split(split)
+    class_file = folder / "classInd.txt"
+    classes = []
+    for number, line in _lines(class_file):
+        index, name = _split_fields(line, class_file, number, 2)
+        if _int_or_none(index) != len(classes) + 1:
+            raise MateffnetError(f"{class_file}:{number}: expected class number {len(classes) + 1}, got {index!r}")
+        classes.append(name)
+    by_name = {name: i for i, name in enumerate(classes)}
+    locate = _Locator(src)
+    subsets = {}
+    for subset, list_name in (("train", f"trainlist0{split}.txt"), ("test", f"testlist0{split}.txt")):
+        list_file = folder / list_name
+        items = []
+        for number, line in _lines(list_file):
+            fields = line.split()
+            rel = fields[0].replace("\\", "/")
+            class_name = rel.split("/")[0] if "/" in rel else _ucf_class_from_name(rel, by_name)
+            if class_name not in by_name:
+                raise MateffnetError(f"{list_file}:{number}: class {class_name!r} is not in {class_file}")
+            label = by_name[class_name]
+            if len(fields) > 1 and _int_or_none(fields[1]) != label + 1:
+                raise MateffnetError(
+                    f"{list_file}:{number}: label {fields[1]!r} disagrees with class folder {class_name!r} "
+                    f"(number {label + 1} in classInd.txt)"
+                )
+            rel = rel if "/" in rel else f"{class_name}/{rel}"
+            items.append(VideoItem(_strip_extension(rel), locate(rel), label))
+        subsets[subset] = items
+    return Annotations("ucf101", classes, subsets)
+
+
+def _ucf_class_from_name(name: str, by_name: dict[str, int]) -> str:
+    # "v_ApplyEyeMakeup_g01_c01.avi" → "ApplyEyeMakeup" (case-insensitive: HandStandPushups)
+    match = re.match(r"v_(.+)_g\d+_c\d+", name)
+    wanted = match.group(1).lower() if match else ""
+    return next((cls for cls in by_name if cls.lower() == wanted), wanted)
+
+
+# --------------------------------------------------------------------------------------- HMDB51
+
+
+def hmdb51(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 1) -> Annotations:
+    """HMDB51's official split `split` (1–3): `<class>_test_splitN.txt`, 1 = train, 2 = test, 0 = unused."""
+    folder = _annotation_folder(annotations)
+    _check_split(split)
+    suffix = f"_test_split{split}.txt"
+    split_files = sorted(folder.glob(f"*{suffix}"))
+    if not split_files:
+        raise MateffnetError(f"{folder}: no HMDB51 split files (*{suffix})")
+    file_of = {f.name[: -len(suffix)]: f for f in split_files}
+    classes = _hmdb51_class_order(folder, sorted(file_of))
+    locate = _Locator(src)
+    subsets: dict[str, list[VideoItem]] = {"train": [], "test": []}
+    for label, class_name in enumerate(classes):
+        split_file = file_of[class_name]
+        for number, line in _lines(split_file):
+            name, mark = _split_fields(line, split_file, number, 2)
+            if mark not in ("0", "1", "2"):
+                raise MateffnetError(f"{split_file}:{number}: mark {mark!r} should be 1 (train), 2 (test) or 0 (unused)")
+            if mark == "0":
+                continue
+            rel = f"{class_name}/{name}"
+            subsets["train" if mark == "1" else "test"].append(VideoItem(_strip_extension(rel), locate(rel), label))
+    return Annotations("hmdb51", classes, subsets)
+
+
+def _hmdb51_class_order(folder: Path, names: list[str]) -> list[str]:
+    """TSN's `class_list.txt` order when the file is there (TSN's label indices), else sorted
+    names (mmaction2's). The two differ: TSN puts kick_ball before kick, sword_exercise before sword."""
+    class_list = folder / "class_list.txt"
+    if not class_list.is_file():
+        return names
+    listed = [line for _, line in _lines(class_list)]
+    if sorted(listed) != names:
+        raise MateffnetError(f"{class_list}: its class names differ from the *_test_split files beside it")
+    return listed
+
+
+# --------------------------------------------------------------------------------- Kinetics-400
+
+
+def kinetics400(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
+    """Kinetics from the official CSV(s) (a file, or a folder of train/validate/test .csv), or a
+    folder-per-class copy described by the label list (one class name a line, in label order)."""
+    annotations = Path(annotations)
+    if annotations.is_dir():
+        csv_files = sorted(annotations.glob("*.csv"))
+        if not csv_files:
+            raise MateffnetError(f"{annotations}: no Kinetics CSV files in this folder")
+    elif annotations.suffix.lower() == ".csv":
+        csv_files = [annotations]
+    else:
+        result = folders(src, class_list=annotations)
+        return Annotations("kinetics400", result.classes, result.subsets)
+    rows = []
+    for csv_file in csv_files:
+        rows.extend(_kinetics_rows(csv_file))
+    classes = sorted({label for *_, label in rows if label})
+    by_name = {name: i for i, name in enumerate(classes)}
+    locate = _Locator(src)
+    subsets: dict[str, list[VideoItem]] = {}
+    for split, stem, label in rows:
+        path = locate.by_stem(stem)
+        subsets.setdefault(split, []).append(VideoItem(stem, path, by_name[label] if label else UNLABELLED))
+    return Annotations("kinetics400", classes, subsets)
+
+
+def _kinetics_rows(csv_file: Path) -> list[tuple[str, str, str]]:
+    """(split, file stem, label or '') for each row of an official Kinetics CSV."""
+    with _open_text(csv_file) as f:
+        reader = csv.DictReader(f)
+        missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or ())
+        if missing:
+            raise MateffnetError(
+                f"{csv_file}: not a Kinetics CSV (missing column {', '.join(sorted(missing))}; "
+                "expected label,youtube_id,time_start,time_end,split)"
+            )
+        rows = []
+        default_split = csv_file.stem
+        for number, row in enumerate(reader, start=2):
+            start, end = _whole_seconds(row["time_start"]), _whole_seconds(row["time_end"])
+            if start is None or end is None:
+                raise MateffnetError(
+                    f"{csv_file}:{number}: time_start/time_end must be whole seconds, got "
+                    f"{row['time_start']!r}, {row['time_end']!r}"
+                )
+            stem = f"{row['youtube_id']}_{start:06d}_{end:06d}"
+            rows.append(((row.get("split") or default_split).strip(), stem, (row.get("label") or "").strip()))
+    return rows
+
+
+# ------------------------------------------------------------------------------ generic formats
+
+
+def video_list(list_file: str | os.PathLike, src: str | os.PathLike | None = None) -> Annotations:
+    """A list file: `path label` per line (mmaction2's `path num_frames label` too; `path,label` in a
+    .csv). Paths are relative to `src`, or to the list file's folder when `src` is None; labels are
+    class indices (0-based); a line with a path only is unlabelled."""
+    list_file = Path(list_file)
+    root = Path(src) if src is not None else list_file.parent
+    items, ids = [], {}
+    for number, line in _lines(list_file):
+        fields = [f.strip() for f in line.split(",")] if list_file.suffix.lower() == ".csv" else line.split()
+        if len(fields) >= 3 and _int_or_none(fields[-1]) is not None and _int_or_none(fields[-2]) is not None:
+            path_text, label_text = " ".join(fields[:-2]), fields[-1]
+        elif len(fields) >= 2 and _int_or_none(fields[-1]) is not None:
+            path_text, label_text = " ".join(fields[:-1]), fields[-1]
+        else:
+            path_text, label_text = " ".join(fields), None
+        label = UNLABELLED if label_text is None else int(label_text)
+        if label < UNLABELLED:
+            raise MateffnetError(f"{list_file}:{number}: label must be >= 0, got {label}")
+        path = Path(path_text)
+        if not path.is_absolute():
+            path = root / path
+        video_id = _video_id(path, root)
+        if video_id in ids:
+            raise MateffnetError(f"{list_file}:{number}: video {path_text!r} is listed twice (first on line {ids[video_id]})")
+        ids[video_id] = number
+        items.append(VideoItem(video_id, path, label))
+    top = max((item.label for item in items), default=-1)
+    return Annotations("list", [str(i) for i in range(top + 1)], {"all": items})
+
+
+def folders(src: str | os.PathLike, class_list: str | os.PathLike | None = None) -> Annotations:
+    """Every video file under `src` (recursively), labelled by the folder that holds it.
+
+    Classes are the sorted folder names, or the names in `class_list` (one a line, in label order;
+    folder names match them ignoring case, spaces, underscores and punctuation, so `arm_wrestling`
+    is 'arm wrestling'). Files directly in `src` are unlabelled.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise MateffnetError(f"{src}: no such folder of videos")
+    paths = sorted(_video_files(src))
+    folder_names = sorted({p.parent.name for p in paths if p.parent != src})
+    if class_list is None:
+        classes = folder_names
+        label_of = {name: i for i, name in enumerate(classes)}
+    else:
+        class_list = Path(class_list)
+        classes = [line for _, line in _lines(class_list)]
+        keys = {_class_key(name): i for i, name in enumerate(classes)}
+        unknown = [name for name in folder_names if _class_key(name) not in keys]
+        if unknown:
+            raise MateffnetError(
+                f"{src}: {len(unknown)} folder(s) match no class in {class_list}: {_first_few(unknown)}"
+            )
+        label_of = {name: keys[_class_key(name)] for name in folder_names}
+    items = [
+        VideoItem(_video_id(p, src), p, UNLABELLED if p.parent == src else label_of[p.parent.name]) for p in paths
+    ]
+    return Annotations("folders", classes, {"all": items})
+
+
+# ------------------------------------------------------------------------------------ dispatch
+
+
+def load_annotations(
+    src: str | os.PathLike,
+    format: str = "auto",
+    annotations: str | os.PathLike | None = None,
+    split: int = 1,
+) -> Annotations:
+    """The dataset's annotations in any supported format; `format="auto"` uses `detect_format`."""
+    if format == "auto":
+        format = detect_format(annotations)
+    if format not in FORMATS:
+        raise MateffnetError(f"unknown dataset format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+    if format == "folders":
+        return folders(src, annotations)
+    if annotations is None:
+        raise MateffnetError(f"format {format} needs --annotations (the split files, CSV or list)")
+    if not Path(annotations).exists():
+        raise MateffnetError(f"{annotations}: no such annotations file or folder")
+    if format == "ucf101":
+        return ucf101(src, annotations, split)
+    if format == "hmdb51":
+        return hmdb51(src, annotations, split)
+    if format == "kinetics400":
+        return kinetics400(src, annotations)
+    return video_list(annotations, src)
+
+
+def detect_format(annotations: str | os.PathLike | None) -> str:
+    """UCF101 (classInd/trainlist/testlist), HMDB51 (*_test_splitN.txt), Kinetics (CSV with
+    youtube_id), list (lines ending in a label), folders (no annotations, or a class-name list)."""
+    if annotations is None:
+        return "folders"
+    path = Path(annotations)
+    if not path.exists():
+        raise MateffnetError(f"{path}: no such annotations file or folder")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if "classInd.txt" in names or any(re.fullmatch(r"(train|test)list0\d\.txt", n) for n in names):
+            return "ucf101"
+        if any(re.fullmatch(r".+_test_split\d\.txt", n) for n in names):
+            return "hmdb51"
+        if any(n.endswith(".csv") for n in names):
+            return "kinetics400"
+        raise MateffnetError(
+            f"{path}: cannot tell the dataset format (no classInd.txt, *_test_split1.txt or .csv); pass --format"
+        )
+    if path.name == "classInd.txt" or re.fullmatch(r"(train|test)list0\d\.txt", path.name):
+        return "ucf101"
+    if re.fullmatch(r".+_test_split\d\.txt", path.name):
+        return "hmdb51"
+    if path.suffix.lower() == ".csv":
+        with _open_text(path) as f:
+            header = f.readline()
+        return "kinetics400" if "youtube_id" in header else "list"
+    for _, line in _lines(path)[:20]:
+        fields = line.split()
+        ends_in_label = len(fields) > 1 and _int_or_none(fields[-1]) is not None
+        if ends_in_label or os.path.splitext(fields[0])[1].lower() in VIDEO_EXTENSIONS:
+            return "list"
+    return "folders"  # a list of class names for a folder-per-class layout
+
+
+# ------------------------------------------------------------------------------- missing files
+
+
+def split_missing(items: Iterable[VideoItem]) -> tuple[list[VideoItem], list[VideoItem]]:
+    """(items whose source file exists, items whose source file is missing)."""
+    present, missing = [], []
+    for item in items:
+        (present if item.path.is_file() else missing).append(item)
+    return present, missing
+
+
+def missing_summary(missing: list[VideoItem], listed: int, what: str = "videos") -> str:
+    """One line: '3 of 120 listed videos are missing and left out: a.avi, b.avi, c.avi'."""
+    names = [item.path.name for item in missing]
+    return f"{len(missing)} of {listed} listed {what} are missing and left out: {_first_few(names)}"
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+class _Locator:
+    """Finds a listed video under `src`: at its relative path, else by file name (or stem)
+    anywhere under `src` (flat copies, nested copies); else the nominal path, reported missing."""
+
+    def __init__(self, src: str | os.PathLike):
+        self.src = Path(src)
+        self._by_name: dict[str, Path] | None = None
+        self._by_stem: dict[str, Path] | None = None
+
+    def __call__(self, rel: str) -> Path:
+        nominal = self.src / rel
+        if nominal.is_file():
+            return nominal
+        self._index()
+        return self._by_name.get(Path(rel).name, nominal)
+
+    def by_stem(self, stem: str) -> Path:
+        self._index()
+        return self._by_stem.get(stem, self.src / f"{stem}.mp4")
+
+    def _index(self) -> None:
+        if self._by_name is None:
+            files = list(_video_files(self.src)) if self.src.is_dir() else []
+            self._by_name = {p.name: p for p in files}
+            self._by_stem = {p.stem: p for p in files}
+
+
+def _video_files(root: Path):
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                yield Path(folder) / name
+
+
+def _video_id(path: Path, root: Path) -> str:
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return _strip_extension(rel.as_posix())
+
+
+def _strip_extension(rel: str) -> str:
+    head, _, name = rel.rpartition("/")
+    stem = os.path.splitext(name)[0]
+    return f"{head}/{stem}" if head else stem
+
+
+def _class_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def _annotation_folder(annotations: str | os.PathLike) -> Path:
+    path = Path(annotations)
+    folder = path if path.is_dir() else path.parent
+    if not folder.is_dir():
+        raise MateffnetError(f"{annotations}: no such annotations folder")
+    return folder
+
+
+def _check_split(split: int) -> None:
+    if split not in (1, 2, 3):
+        raise MateffnetError(f"split must be 1, 2 or 3, got {split}")
+
+
+def _open_text(path: Path):
+    try:
+        return open(path, encoding="utf-8-sig", errors="replace", newline="")
+    except FileNotFoundError:
+        raise MateffnetError(f"{path}: annotation file not found") from None
+    except OSError as error:
+        raise MateffnetError(f"{path}: cannot read annotation file ({error.strerror})") from None
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty lines; CRLF or LF."""
+    with _open_text(path) as f:
+        text = f.read()
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _split_fields(line: str, path: Path, number: int, count: int) -> list[str]:
+    fields = line.split()
+    if len(fields) != count:
+        raise MateffnetError(f"{path}:{number}: expected {count} fields, got {line!r}")
+    return fields
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _whole_seconds(text: str | None) -> int | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value.is_integer() and value >= 0 else None
+
+
+def _first_few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")

@@ -1,0 +1,339 @@
+"""From annotation items and a store folder to batches of uint8 clips on the training device.
+
+`VideoDataset` samples TSN segments from each video's packed file (or mmaction2/TSN rawframes
+folder), crops and flips them. Training samples are (uint8 clip (T, C, S, S), label); test samples
+are (uint8 views (V, T, C, S, S), label). C is 3 for RGB and 2·flow_length for flow (x0, y0, x1, y1,
+…). Nothing is normalised: the model does that.
+
+Two ways to decode, same samples:
+
+- in the DataLoader workers (`defer_decode=False`): workers decode JPEGs with libjpeg-turbo, crop,
+  flip, and hand over finished uint8 clips;
+- on the device (`defer_decode=True`, for a GPU): workers only read the JPEG bytes and draw the
+  sampling positions and crops; `decode_batch` decodes the whole batch with nvJPEG in one call and
+  crops/flips on the GPU. Workers then move ~1 MB per flow clip instead of ~8 MB, and the CPU
+  does no pixel work. `decode_batch` runs on the CPU too (that is how it is tested here).
+
+`make_loader` picks workers, pinning, persistence and prefetching, and yields (clips, labels) on the
+device, decoding deferred batches in a background thread so decoding overlaps the training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from mateffnet.data.annotations import VideoItem, missing_summary
+from mateffnet.data.jpeg import decode_jpeg_list
+from mateffnet.data.rawframes import RawFrames
+from mateffnet.data.sampling import clip_indices
+from mateffnet.data.store import PackedVideo, store_path
+from mateffnet.data.transforms import Crop, apply_crop, eval_crops, train_crop
+from mateffnet.errors import MateffnetError
+
+log = logging.getLogger("mateffnet")
+
+
+def locate_video(root: str | os.PathLike, video_id: str) -> Path | None:
+    """The packed file `<root>/<video_id>.mfv`, else a rawframes folder `<root>/<video_id>` or
+    `<root>/<last part of video_id>` (mmaction2's flat layout); None if there is none."""
+    packed = store_path(root, video_id)
+    if packed.is_file():
+        return packed
+    for folder in (Path(root) / video_id, Path(root) / video_id.rsplit("/", 1)[-1]):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def open_video(path: Path, flow_bound: float = 20.0) -> PackedVideo | RawFrames:
+    return RawFrames(path, flow_bound) if path.is_dir() else PackedVideo(path)
+
+
+@dataclasses.dataclass
+class JpegClip:
+    """A sample before decoding: its JPEG bytes and the crops to apply once decoded."""
+
+    data: torch.Tensor  # uint8 (bytes,): the JPEGs, concatenated
+    lengths: torch.Tensor  # int64 (images,)
+    crops: torch.Tensor  # int64 (views, 5): top, left, height, width, flip
+    label: int
+    flow: bool
+    num_segments: int
+    size: int
+    views: bool  # test sample: decodes to (V, T, C, S, S)
+
+
+@dataclasses.dataclass
+class JpegBatch:
+    data: torch.Tensor
+    lengths: torch.Tensor
+    images_per_sample: int
+    crops: torch.Tensor  # (B, views, 5)
+    labels: torch.Tensor  # (B,)
+    flow: bool
+    num_segments: int
+    size: int
+    views: bool
+
+    def pin_memory(self) -> "JpegBatch":
+        return dataclasses.replace(self, data=self.data.pin_memory())
+
+
+def collate_jpeg_clips(samples: Sequence[JpegClip]) -> JpegBatch:
+    first = samples[0]
+    counts = {len(s.lengths) for s in samples}
+    if len(counts) != 1:
+        raise ValueError(f"samples of one batch have different image counts: {sorted(counts)}")
+    return JpegBatch(
+        data=torch.cat([s.data for s in samples]),
+        lengths=torch.cat([s.lengths for s in samples]),
+        images_per_sample=counts.pop(),
+        crops=torch.stack([s.crops for s in samples]),
+        labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+        flow=first.flow,
+        num_segments=first.num_segments,
+        size=first.size,
+        views=first.views,
+    )
+
+
+def decode_batch(batch: JpegBatch, device: str | torch.device = "cuda") -> torch.Tensor:
+    """Decode a deferred batch on `device` (nvJPEG on CUDA, one call for the whole batch) and crop
+    and flip there → uint8 (B, T, C, S, S), or (B, V, T, C, S, S) for test views."""
+    blobs = list(torch.split(batch.data, batch.lengths.tolist()))
+    images = decode_jpeg_list(blobs, gray=batch.flow, device=device)
+    per = batch.images_per_sample
+    clips = []
+    for b, crops in enumerate(batch.crops.tolist()):
+        stack = torch.stack(images[b * per : (b + 1) * per])  # (n, c, H, W)
+        clip = stack.view(batch.num_segments, -1, *stack.shape[-2:])
+        views = [apply_crop(clip, Crop(t, l, h, w, bool(f)), batch.size, batch.flow) for t, l, h, w, f in crops]
+        clips.append(torch.stack(views) if batch.views else views[0])
+    return torch.stack(clips)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """TSN-sampled clips of `items` from the packed files (or rawframes folders) under `root`.
+
+    modality: "rgb" or "flow"; num_segments: T (8 to train, 25 to test as TSN); flow_length: L;
+    train: random positions, random crop (`train_crop` "random" as the paper or "multiscale" as
+    TSN) and flip, else centred positions and `num_crops` test crops (1, 3 or 10);
+    input_size: S, from the model config. Items whose video is not in `root` are left out with
+    one summary line in the log (`self.missing`).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[VideoItem],
+        root: str | os.PathLike,
+        modality: str,
+        num_segments: int = 8,
+        flow_length: int = 10,
+        train: bool = True,
+        input_size: int = 224,
+        train_crop: str = "random",
+        flip: bool = True,
+        num_crops: int = 1,
+        defer_decode: bool = False,
+        flow_bound: float = 20.0,
+    ):
+        if modality not in ("rgb", "flow"):
+            raise MateffnetError(f"unknown modality {modality!r}; expected 'rgb' or 'flow'")
+        if train_crop not in ("random", "multiscale"):
+            raise MateffnetError(f"unknown training crop {train_crop!r}; expected 'random' or 'multiscale'")
+        if num_crops not in (1, 3, 10):
+            raise MateffnetError(f"number of test crops must be 1, 3 or 10, got {num_crops}")
+        self.root = Path(root)
+        self.modality, self.num_segments, self.flow_length = modality, num_segments, flow_length
+        self.train, self.input_size, self.train_crop, self.flip = train, input_size, train_crop, flip
+        self.num_crops, self.defer_decode, self.flow_bound = num_crops, defer_decode, flow_bound
+        self.items: list[VideoItem] = []
+        self.paths: list[Path] = []
+        self.missing: list[VideoItem] = []
+        for item in items:
+            path = locate_video(self.root, item.video_id)
+            if path is None:
+                self.missing.append(item)
+            else:
+                self.items.append(item)
+                self.paths.append(path)
+        if self.missing:
+            log.warning("%s (not prepared in %s)", missing_summary(self.missing, len(items)), self.root)
+        if train and any(item.label < 0 for item in self.items):
+            unlabelled = next(item for item in self.items if item.label < 0)
+            raise MateffnetError(f"video {unlabelled.video_id} has no label; training needs labelled videos")
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.modality == "rgb" else 2 * self.flow_length
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item, video = self.items[index], open_video(self.paths[index], self.flow_bound)
+        positions = clip_indices(
+            self.modality, video.num_frames, video.num_flows, self.num_segments, self.flow_length, self.train
+        ).flatten().tolist()
+        crops = self._crops(video.height, video.width)
+        flow = self.modality == "flow"
+        if self.defer_decode:
+            blobs = video.flow_jpegs(positions) if flow else video.rgb_jpegs(positions)
+            return JpegClip(
+                data=torch.cat(blobs),
+                lengths=torch.tensor([len(b) for b in blobs], dtype=torch.long),
+                crops=torch.tensor([[c.top, c.left, c.height, c.width, int(c.flip)] for c in crops], dtype=torch.long),
+                label=item.label,
+                flow=flow,
+                num_segments=self.num_segments,
+                size=self.input_size,
+                views=not self.train,
+            )
+        images = video.read_flow(positions) if flow else video.read_rgb(positions)
+        clip = images.view(self.num_segments, -1, video.height, video.width)
+        views = [apply_crop(clip, crop, self.input_size, flow) for crop in crops]
+        return (views[0] if self.train else torch.stack(views)), item.label
+
+    def _crops(self, height: int, width: int) -> list[Crop]:
+        if self.train:
+            return [train_crop(height, width, self.input_size, self.train_crop, self.flip)]
+        return eval_crops(height, width, self.input_size, self.num_crops)
+
+
+class VideoLoader:
+    """Batches of (uint8 clips, int64 labels) on `device`; see `make_loader`."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, deferred: bool, background: bool):
+        self.loader, self.device, self.deferred, self.background = loader, device, deferred, background
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.deferred and self.background:
+            return _background(self._batches(), self.device)
+        return self._batches()
+
+    def _batches(self):
+        for batch in self.loader:
+            if self.deferred:
+                clips = decode_batch(batch, self.device)
+                labels = batch.labels.to(self.device, non_blocking=True)
+            else:
+                clips, labels = batch
+                clips = clips.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+            yield clips, labels
+
+
+def make_loader(
+    dataset: VideoDataset,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    shuffle: bool | None = None,
+    drop_last: bool | None = None,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    background: bool = True,
+    sampler: torch.utils.data.Sampler | None = None,
+) -> VideoLoader:
+    """A loader that yields (clips, labels) on `device`.
+
+    Defaults: shuffle and drop_last when the dataset trains; workers = all CPU cores but one when
+    workers decode, 4 when decoding is deferred to the device; pinned memory and non-blocking
+    copies for CUDA; persistent workers; 2 batches prefetched per worker (4 when deferred: those
+    batches are small). A deferred dataset's batches are decoded on `device` in a background
+    thread, one batch ahead. `sampler` (e.g. a DistributedSampler) replaces shuffling.
+    """
+    device = torch.device(device)
+    cores = _cores()
+    if workers is None:
+        workers = min(4, cores) if dataset.defer_decode else max(1, cores - 1)
+    if prefetch is None:
+        prefetch = 4 if dataset.defer_decode else 2
+    train = dataset.train
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=(train if shuffle is None else shuffle) if sampler is None else False,
+        sampler=sampler,
+        drop_last=train if drop_last is None else drop_last,
+        num_workers=workers,
+        collate_fn=collate_jpeg_clips if dataset.defer_decode else None,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch if workers > 0 else None,
+    )
+    return VideoLoader(loader, device, dataset.defer_decode, background)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+_END = object()
+
+
+def _background(batches: Iterator, device: torch.device, depth: int = 2) -> Iterator:
+    """Run `batches` (decoding on `device`) in a thread, `depth` batches ahead. On CUDA the thread
+    decodes on its own stream; each batch is handed over with an event the consumer waits on."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    cuda = device.type == "cuda"
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        stream = torch.cuda.Stream(device) if cuda else None
+        try:
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                for clips, labels in batches:
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    if not put((clips, labels, event)):
+                        return
+        except BaseException as error:  # handed to the consumer, raised there
+            put(error)
+            return
+        put(_END)
+
+    thread = threading.Thread(target=produce, name="mateffnet-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            clips, labels, event = item
+            if event is not None:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                clips.record_stream(current)
+                labels.record_stream(current)
+            yield clips, labels
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,84 @@
+"""JPEG encoding and decoding of frame batches (libjpeg-turbo on CPU, nvJPEG on CUDA).
+
+RGB frames are 3-channel JPEGs; each flow direction is a 1-channel (grayscale) JPEG of the
+quantised flow, as in TSN/mmaction2 rawframes, so packed files and rawframe folders hold the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from mateffnet.errors import MateffnetError
+
+RGB_QUALITY = 90
+FLOW_QUALITY = 95
+
+
+def encode_jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
+    """uint8 (N, C, H, W) images, C = 1 or 3, on any device → N JPEG byte strings.
+
+    RGB batches on CUDA are encoded with nvJPEG; everything else with libjpeg-turbo on the CPU
+    (nvJPEG in torchvision encodes only 3-channel images, one at a time).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {tuple(images.shape)} {images.dtype}")
+    if len(images) == 0:
+        return []
+    if images.is_cuda and images.shape[1] == 3:
+        encoded = encode_jpeg(list(images.contiguous()), quality=quality)
+    else:
+        with _one_cpu_thread():  # torchvision's CPU encoder is ~3x slower with intra-op threads
+            encoded = encode_jpeg(list(images.cpu().contiguous()), quality=quality)
+    return [bytes(blob.cpu().numpy()) for blob in encoded]
+
+
+@contextlib.contextmanager
+def _one_cpu_thread():
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """JPEG byte tensors (1-D uint8, on the CPU) → list of uint8 (C, H, W) on `device`, C = 1 if
+    `gray` else 3. On a CUDA device the whole list is decoded in one nvJPEG batch (sizes may
+    differ); on the CPU one after the other."""
+    if not blobs:
+        return []
+    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return decode_jpeg(list(blobs), mode=mode, device=device)
+        return [decode_jpeg(blob, mode=mode) for blob in blobs]
+    except RuntimeError as error:
+        raise MateffnetError(f"cannot decode a stored JPEG image ({str(error).splitlines()[0]})") from None
+
+
+def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Like `decode_jpeg_list`, stacked: uint8 (N, C, H, W). All images must have the same size."""
+    if not blobs:
+        raise ValueError("no JPEG images to decode")
+    images = decode_jpeg_list(blobs, gray, device)
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) != 1:
+        raise MateffnetError(f"stored JPEG images of one clip differ in size: {sorted(shapes)}")
+    return torch.stack(images)
+
+
+def as_tensor(data: bytes | bytearray | memoryview) -> torch.Tensor:
+    """Bytes → 1-D uint8 tensor sharing the memory where it can (what `decode_jpeg` takes)."""
+    if isinstance(data, bytes):
+        data = bytearray(data)
+    return torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)

@@ -1,0 +1,191 @@
+import pytest
+
+from mateffnet.data.annotations import (
+    detect_format,
+    folders,
+    hmdb51,
+    kinetics400,
+    load_annotations,
+    missing_summary,
+    split_missing,
+    ucf101,
+    video_list,
+)
+from mateffnet.errors import MateffnetError
+
+
+@pytest.fixture(scope="session")
+def ucf_splits(shared_data):
+    return shared_data / "splits/ucf101/ucfTrainTestlist"
+
+
+@pytest.fixture(scope="session")
+def hmdb_splits(shared_data):
+    return shared_data / "splits/hmdb51/testTrainMulti_7030_splits"
+
+
+@pytest.mark.parametrize("split, train, test", [(1, 9537, 3783), (2, 9586, 3734), (3, 9624, 3696)])
+def test_ucf101_official_split_sizes(shared_data, ucf_splits, split, train, test):
+    ann = ucf101(shared_data / "videos/ucf101", ucf_splits, split)
+    assert len(ann.classes) == 101
+    assert (len(ann.items("train")), len(ann.items("test"))) == (train, test)
+    assert len(ann.items()) == 13320
+    assert {item.label for item in ann.items("test")} == set(range(101))
+
+
+def test_ucf101_labels_match_class_folders(shared_data, ucf_splits):
+    ann = ucf101(shared_data / "videos/ucf101", ucf_splits, 1)
+    assert ann.classes[0] == "ApplyEyeMakeup" and ann.classes[-1] == "YoYo"  # CRLF stripped
+    by_id = {item.video_id: item for item in ann.items()}
+    for item in ann.items():
+        assert ann.classes[item.label] == item.video_id.split("/")[0]
+    train_ids = {item.video_id for item in ann.items("train")}
+    test_ids = {item.video_id for item in ann.items("test")}
+    assert "SoccerJuggling/v_SoccerJuggling_g23_c01" in train_ids
+    assert "SoccerJuggling/v_SoccerJuggling_g24_c01" in train_ids
+    for name in ("Basketball/v_Basketball_g01_c01", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "Archery/v_Archery_g01_c01"):
+        assert name in test_ids
+        assert ann.classes[by_id[name].label] == name.split("/")[0]
+    # the real clips are found where they live; the rest are reported missing
+    present, missing = split_missing(ann.items())
+    assert sorted(item.path.name for item in present) == [
+        "v_ApplyEyeMakeup_g01_c01.avi",
+        "v_Archery_g01_c01.avi",
+        "v_Basketball_g01_c01.avi",
+        "v_SoccerJuggling_g23_c01.avi",
+        "v_SoccerJuggling_g24_c01.avi",
+    ]
+    assert len(missing) == 13320 - 5
+    summary = missing_summary(missing, 13320)
+    assert summary.startswith("13315 of 13320 listed videos are missing") and "(13310 more)" in summary
+    assert "\n" not in summary
+
+
+def test_ucf101_bad_label_is_a_one_line_error(tmp_path, ucf_splits):
+    (tmp_path / "classInd.txt").write_bytes((ucf_splits / "classInd.txt").read_bytes())
+    (tmp_path / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 7\r\n")
+    (tmp_path / "testlist01.txt").write_text("")
+    with pytest.raises(MateffnetError, match=r"trainlist01.txt:1: label '7' disagrees with class folder 'ApplyEyeMakeup'"):
+        ucf101(tmp_path, tmp_path, 1)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_hmdb51_official_split_sizes(shared_data, hmdb_splits, split):
+    ann = hmdb51(shared_data / "videos/hmdb51", hmdb_splits, split)
+    assert len(ann.classes) == 51
+    assert (len(ann.items("train")), len(ann.items("test"))) == (3570, 1530)
+
+
+def test_hmdb51_classes_follow_tsn_and_marks_pick_subsets(shared_data, hmdb_splits):
+    expected_order = (hmdb_splits / "class_list.txt").read_text().split()
+    assert expected_order != sorted(expected_order)  # TSN's own order: kick_ball before kick
+    marks = {  # README: split1/2/3 marks of the real clips
+        "wave/RATRACE_wave_f_nm_np1_fr_goo_37": "121",
+        "wave/SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0": "001",
+        "wave/TrumanShow_wave_f_nm_np1_fr_med_26": "211",
+        "cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6": "112",
+    }
+    for split in (1, 2, 3):
+        ann = hmdb51(shared_data / "videos/hmdb51", hmdb_splits, split)
+        assert ann.classes == expected_order
+        subset_of = {item.video_id: name for name in ("train", "test") for item in ann.items(name)}
+        for video_id, mark in marks.items():
+            expected = {"1": "train", "2": "test", "0": None}[mark[split - 1]]
+            assert subset_of.get(video_id) == expected, (video_id, split)
+        labelled = {item.video_id: item for item in ann.items()}
+        for video_id in marks:
+            if video_id in labelled:
+                assert ann.classes[labelled[video_id].label] == video_id.split("/")[0]
+                assert labelled[video_id].path.is_file()
+
+
+def test_kinetics_csv_names_trimmed_files_and_tolerates_missing(tmp_path, shared_data):
+    labels = (shared_data / "labels/kinetics400.txt").read_text().splitlines()
+    csv_file = tmp_path / "validate.csv"
+    csv_file.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        '"arm wrestling",abc123XYZ_-,14,24,val\n'
+        '"passing American football (in game)",zzz,0,10,val\n'
+        "abseiling,qqq,3,13,val\n"
+    )
+    videos = tmp_path / "videos" / "nested"
+    videos.mkdir(parents=True)
+    (videos / "abc123XYZ_-_000014_000024.mp4").write_bytes(b"x")
+    (videos / "qqq_000003_000013.mkv").write_bytes(b"x")
+    ann = kinetics400(tmp_path / "videos", csv_file)
+    items = ann.items("val")
+    assert [item.video_id for item in items] == ["abc123XYZ_-_000014_000024", "zzz_000000_000010", "qqq_000003_000013"]
+    assert [ann.classes[item.label] for item in items] == ["arm wrestling", "passing American football (in game)", "abseiling"]
+    assert ann.classes == sorted(ann.classes)  # the standard Kinetics order is alphabetical
+    assert labels == sorted(labels)
+    present, missing = split_missing(items)
+    assert [item.video_id for item in missing] == ["zzz_000000_000010"]
+    assert present[1].path.suffix == ".mkv"
+    assert detect_format(csv_file) == "kinetics400"
+
+
+def test_kinetics_folder_layout_uses_the_label_list(shared_data):
+    ann = load_annotations(shared_data / "videos/kinetics400", "kinetics400", shared_data / "labels/kinetics400.txt")
+    assert len(ann.classes) == 400
+    (item,) = ann.items()
+    assert item.video_id == "arm_wrestling/demo"
+    assert ann.classes[item.label] == "arm wrestling"
+    assert detect_format(shared_data / "labels/kinetics400.txt") == "folders"
+
+
+def test_list_file_formats(tmp_path):
+    (tmp_path / "a").mkdir()
+    listing = tmp_path / "train.txt"
+    listing.write_text("a/one.mp4 3\r\nb/two.avi 120 0\n\nthree.avi\n")
+    ann = video_list(listing)
+    assert [(i.video_id, i.label) for i in ann.items()] == [("a/one", 3), ("b/two", 0), ("three", -1)]
+    assert ann.items()[0].path == tmp_path / "a/one.mp4"
+    assert ann.classes == ["0", "1", "2", "3"]
+    assert detect_format(listing) == "list"
+    rooted = video_list(listing, src=tmp_path / "elsewhere")
+    assert rooted.items()[0].path == tmp_path / "elsewhere/a/one.mp4"
+    listing.write_text("a/one.mp4 3\na/one.mp4 2\n")
+    with pytest.raises(MateffnetError, match="train.txt:2: video 'a/one.mp4' is listed twice"):
+        video_list(listing)
+
+
+def test_folders_layout(shared_data):
+    ann = folders(shared_data / "videos")
+    assert len(ann.items()) == 10
+    assert ann.classes == ["ApplyEyeMakeup", "Archery", "Basketball", "SoccerJuggling", "arm_wrestling", "cartwheel", "wave"]
+    by_id = {item.video_id: item for item in ann.items()}
+    assert ann.classes[by_id["hmdb51/cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6"].label] == "cartwheel"
+    assert detect_format(None) == "folders"
+
+
+def test_folders_with_a_class_list_rejects_unknown_folders(tmp_path):
+    for name in ("arm_wrestling", "Mystery"):
+        (tmp_path / "v" / name).mkdir(parents=True)
+        (tmp_path / "v" / name / "x.mp4").write_bytes(b"")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("abseiling\narm wrestling\n")
+    with pytest.raises(MateffnetError, match="1 folder\\(s\\) match no class in .*classes.txt: Mystery"):
+        folders(tmp_path / "v", classes)
+
+
+def test_detection_and_errors(tmp_path, ucf_splits, hmdb_splits):
+    assert detect_format(ucf_splits) == "ucf101"
+    assert detect_format(ucf_splits / "trainlist02.txt") == "ucf101"
+    assert detect_format(hmdb_splits) == "hmdb51"
+    with pytest.raises(MateffnetError, match="no such annotations"):
+        detect_format(tmp_path / "nope.txt")
+    with pytest.raises(MateffnetError, match="split must be 1, 2 or 3"):
+        ucf101(tmp_path, ucf_splits, 4)
+    with pytest.raises(MateffnetError, match="needs --annotations"):
+        load_annotations(tmp_path, "ucf101")
+    with pytest.raises(MateffnetError, match="unknown dataset format 'ucf'"):
+        load_annotations(tmp_path, "ucf", ucf_splits)
+    ann = load_annotations(tmp_path, "auto", ucf_splits, split=2)
+    assert ann.format == "ucf101" and len(ann.items("train")) == 9586
+
+
+def test_hmdb51_without_class_list_sorts_names(tmp_path, hmdb_splits):
+    for f in hmdb_splits.glob("*_test_split1.txt"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    ann = hmdb51(tmp_path, tmp_path, 1)
+    assert ann.classes == sorted(ann.classes) and len(ann.classes) == 51

@@ -1,0 +1,175 @@
+import av
+import numpy as np
+import pytest
+
+from mateffnet.data.decode import (
+    VideoDecodeError,
+    VideoReader,
+    output_size,
+    parse_size,
+    read_video,
+)
+from mateffnet.errors import MateffnetError
+
+
+def test_every_real_clip_decodes_to_its_frame_count(real_clips):
+    for path, count in real_clips.items():
+        frames, info = read_video(path, size=64)
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
+        assert len(frames) == count, path.name
+        assert min(frames.shape[1:3]) == 64
+        assert info.fps > 0
+
+
+def test_non_utf8_metadata_and_audio_track_are_handled(shared_data):
+    cartwheel = shared_data / "videos/hmdb51/cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi"
+    with pytest.raises(UnicodeDecodeError):  # what a plain PyAV open does with this file
+        av.open(str(cartwheel)).close()
+    frames, info = read_video(cartwheel)
+    assert frames.shape == (83, 240, 320, 3) and info.fps == 30
+
+    with_audio = shared_data / "videos/ucf101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
+    with av.open(str(with_audio)) as container:
+        assert len(container.streams.audio) == 1
+    frames, _ = read_video(with_audio)
+    assert frames.shape == (164, 240, 320, 3)
+
+
+def test_full_size_frames_equal_pyav_rgb(shared_data):
+    path = shared_data / "videos/ucf101/Archery/v_Archery_g01_c01.avi"
+    with av.open(str(path)) as container:
+        reference = [f.to_ndarray(format="rgb24") for _, f in zip(range(5), container.decode(video=0))]
+    frames, _ = read_video(path, indices=[0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(frames, np.stack(reference))
+
+
+def test_indices_pick_frames_in_order_with_repeats(shared_data):
+    path = shared_data / "videos/ucf101/Archery/v_Archery_g01_c01.avi"
+    everything, _ = read_video(path, size=32)
+    picked, _ = read_video(path, size=32, indices=[130, 0, 7, 7])
+    np.testing.assert_array_equal(picked, everything[[130, 0, 7, 7]])
+    with pytest.raises(MateffnetError, match="past the end"):
+        read_video(path, size=32, indices=[131])
+
+
+def test_resize_short_side_and_fixed_size(shared_data):
+    path = shared_data / "videos/hmdb51/wave/RATRACE_wave_f_nm_np1_fr_goo_37.avi"  # 560x240
+    frames, info = read_video(path, size=128, max_frames=3)
+    assert (info.width, info.height) == (560, 240)
+    assert frames.shape == (3, 128, round(560 * 128 / 240), 3)
+    frames, _ = read_video(path, size=(340, 256), max_frames=2)
+    assert frames.shape == (2, 256, 340, 3)
+
+
+def test_size_helpers():
+    assert parse_size("256") == 256
+    assert parse_size("340x256") == (340, 256)
+    assert parse_size("none") is None
+    for bad in ("0", "abc", "340x", "-5"):
+        with pytest.raises(MateffnetError, match="frame size"):
+            parse_size(bad)
+    assert output_size(320, 240, 256) == (341, 256)
+    assert output_size(240, 320, 256) == (256, 341)
+    assert output_size(320, 240, (340, 256)) == (340, 256)
+    assert output_size(320, 240, None) == (320, 240)
+
+
+def test_display_rotation_is_applied(tmp_path, video_writer, square_frames):
+    frames = square_frames(n=6)  # 48x64, the square starts near the top-left
+    frames[:, :4, :4] = 255  # a white marker in the top-left corner
+    path = video_writer(tmp_path / "portrait.mp4", frames, codec="libx264", rotation=90)
+    with VideoReader(path) as reader:
+        decoded = np.stack(list(reader.frames()))
+        assert reader.info.rotation == 90
+        assert (reader.info.width, reader.info.height) == (48, 64)
+    assert decoded.shape == (6, 64, 48, 3)
+    # 90° counter-clockwise (FFmpeg's display-matrix convention): top-left moves to bottom-left
+    assert decoded[0, -4:, :4].mean() > 200
+    assert decoded[0, :4, :4].mean() < 150
+    resized, _ = read_video(path, size=32)
+    assert resized.shape == (6, round(64 * 32 / 48), 32, 3)
+
+
+def test_variable_frame_rate_keeps_every_frame(tmp_path, video_writer):
+    frames = np.stack([np.full((48, 64, 3), 20 * i, np.uint8) for i in range(10)])
+    pts = [0, 33, 100, 133, 300, 333, 340, 500, 900, 933]
+    path = video_writer(tmp_path / "vfr.mp4", frames, codec="libx264", pts_ms=pts)
+    decoded, _ = read_video(path)
+    assert len(decoded) == 10
+    means = decoded.reshape(10, -1).mean(1)
+    assert np.all(np.abs(means - frames.reshape(10, -1).mean(1)) < 4)
+
+
+@pytest.mark.parametrize(
+    "name, make, reason",
+    [
+        ("zero.avi", lambda p, src: p.write_bytes(b""), "empty"),
+        ("text.avi", lambda p, src: p.write_text("this is not a video\n"), "unreadable"),
+        ("half.avi", lambda p, src: p.write_bytes(src.read_bytes()[: src.stat().st_size // 2]), "truncated"),
+        ("absent.avi", lambda p, src: None, "missing"),
+    ],
+)
+def test_bad_files_raise_a_named_reason(tmp_path, shared_data, name, make, reason):
+    source = shared_data / "videos/ucf101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
+    path = tmp_path / name
+    make(path, source)
+    with pytest.raises(VideoDecodeError) as caught:
+        read_video(path, size=32)
+    assert caught.value.reason == reason
+    assert name in str(caught.value)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError) as caught:
+        read_video(path)
+    assert caught.value.reason == "no_video_stream"
+
+
+def test_edit_list_trim_is_not_mistaken_for_truncation(tmp_path, video_writer, square_frames):
+    """A stream-copy trim keeps frames before the cut and hides them with an MP4 edit list: fewer
+    frames decode than the file declares, but the video is complete."""
+    source = video_writer(tmp_path / "full.mp4", square_frames(n=40), codec="libx264")
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(source)) as src, av.open(str(trimmed), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = 12 * int(1 / (stream.time_base * stream.average_rate))  # 12 frames before time 0
+        for packet in src.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+    with av.open(str(trimmed)) as container:
+        assert container.streams.video[0].frames == 40  # the file still holds every frame
+    frames, _ = read_video(trimmed)
+    assert len(frames) == 28
+
+
+def test_cut_off_mp4_with_index_in_front_is_truncated(tmp_path, square_frames):
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx264 encoder")
+    frames = square_frames(n=60)
+    path = tmp_path / "faststart.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # moov before mdat
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
+    assert len(read_video(path)[0]) == 60
+    with pytest.raises(VideoDecodeError) as caught:
+        read_video(tmp_path / "cut.mp4")
+    assert caught.value.reason == "truncated", str(caught.value)

@@ -1,0 +1,121 @@
+import os
+
+import pytest
+import torch
+
+from mateffnet.data.jpeg import decode_jpegs, encode_jpegs
+from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
+from mateffnet.flow import dequantize_flow, quantize_flow
+
+
+def _smooth(shape, seed):
+    """Smooth random images in [0, 1] (like natural frames and flow fields, unlike white noise)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(*shape[:-2], shape[-2] // 8 + 1, shape[-1] // 8 + 1, generator=g)
+    fine = torch.nn.functional.interpolate(coarse.flatten(0, -3)[:, None], size=shape[-2:], mode="bicubic")
+    return fine[:, 0].view(shape).clamp(0, 1)
+
+
+def _write_sample(path, n=6, h=40, w=56, bound=20.0):
+    luma = _smooth((n, 1, h, w), 0) * 200
+    tint = torch.tensor([30.0, 10.0, -20.0]).view(1, 3, 1, 1)  # a colour cast, distinct per channel
+    rgb = (luma + 25 + tint).clamp(0, 255).to(torch.uint8)
+    flow = (_smooth((n - 1, 2, h, w), 1) - 0.5) * 30  # about ±10 px
+    q = quantize_flow(flow, bound)
+    rgb_jpegs = encode_jpegs(rgb, 90)
+    flow_jpegs = encode_jpegs(q.reshape(-1, 1, h, w), 95)
+    with PackedVideoWriter(path) as writer:
+        for k in reversed(range(n - 1)):  # any order
+            writer.add_flow(k, flow_jpegs[2 * k], flow_jpegs[2 * k + 1])
+        for i in range(n):
+            writer.add_rgb(i, rgb_jpegs[i])
+        writer.finish({"width": w, "height": h, "fps": 25.0, "flow": {"method": "test", "bound": bound}})
+    return rgb, flow, rgb_jpegs, flow_jpegs
+
+
+def test_round_trip_of_frames_and_flow(tmp_path):
+    path = store_path(tmp_path, "cls/video_a")
+    assert path == tmp_path / "cls" / "video_a.mfv"
+    rgb, flow, rgb_jpegs, flow_jpegs = _write_sample(path)
+    video = PackedVideo(path)
+    assert (video.num_frames, video.num_flows, video.width, video.height) == (6, 5, 56, 40)
+    assert video.fps == 25.0 and video.flow_bound == 20.0 and video.meta["version"] == 1
+    # the stored bytes are exactly what was written, in the requested order
+    assert [bytes(t.numpy()) for t in video.rgb_jpegs([3, 0, 3])] == [rgb_jpegs[3], rgb_jpegs[0], rgb_jpegs[3]]
+    assert [bytes(t.numpy()) for t in video.flow_jpegs([2])] == flow_jpegs[4:6]
+    frames = video.read_rgb(range(6))
+    assert frames.shape == (6, 3, 40, 56) and frames.dtype == torch.uint8
+    assert (frames.float() - rgb.float()).abs().mean() < 2.0  # JPEG error only
+    stored = video.read_flow([0, 1, 2, 3, 4])
+    assert stored.shape == (5, 2, 40, 56)
+    back = dequantize_flow(stored, video.flow_bound)
+    # quantisation step is 40/255 px; JPEG at quality 95 adds a little on smooth fields
+    assert (back - flow).abs().mean() < 0.2
+    assert (back[:, 0] - flow[:, 0]).abs().mean() < (back[:, 0] - flow[:, 1]).abs().mean()  # x is x
+    video.verify(deep=True)
+
+
+def test_index_errors_name_the_file(tmp_path):
+    path = tmp_path / "v.mfv"
+    _write_sample(path)
+    video = PackedVideo(path)
+    with pytest.raises(IndexError, match="v.mfv: flow 5 out of range"):
+        video.flow_jpegs([5])
+    with pytest.raises(IndexError, match="frame -1 out of range"):
+        video.rgb_jpegs([-1])
+
+
+def test_truncated_and_damaged_files_are_rejected(tmp_path):
+    path = tmp_path / "v.mfv"
+    _write_sample(path)
+    data = path.read_bytes()
+    for cut in (1, 40, len(data) // 2, len(data) - 8):
+        (tmp_path / "cut.mfv").write_bytes(data[:cut])
+        with pytest.raises(StoreError, match="cut.mfv: bad packed video file"):
+            PackedVideo(tmp_path / "cut.mfv")
+    damaged = bytearray(data)
+    damaged[-FOOTER_SIZE - 3] ^= 0xFF  # inside the index
+    (tmp_path / "index.mfv").write_bytes(bytes(damaged))
+    with pytest.raises(StoreError, match="checksum of the index"):
+        PackedVideo(tmp_path / "index.mfv")
+    damaged = bytearray(data)
+    damaged[100] ^= 0xFF  # inside the first JPEG
+    (tmp_path / "payload.mfv").write_bytes(bytes(damaged))
+    video = PackedVideo(tmp_path / "payload.mfv")  # structure is fine
+    with pytest.raises(StoreError, match="checksum of the images"):
+        video.verify(deep=True)
+    (tmp_path / "other.mfv").write_bytes(b"RIFF" + data[4:])
+    with pytest.raises(StoreError, match="wrong magic"):
+        PackedVideo(tmp_path / "other.mfv")
+    with pytest.raises(StoreError, match="no such file"):
+        PackedVideo(tmp_path / "absent.mfv")
+
+
+FOOTER_SIZE = 40
+
+
+def test_unfinished_writer_leaves_nothing(tmp_path):
+    path = tmp_path / "v.mfv"
+    with pytest.raises(RuntimeError, match="decoder died"):
+        with PackedVideoWriter(path) as writer:
+            writer.add_rgb(0, b"\xff\xd8 not really")
+            raise RuntimeError("decoder died")
+    assert os.listdir(tmp_path) == []
+    with PackedVideoWriter(path) as writer:
+        writer.add_rgb(0, b"a")
+        writer.add_rgb(2, b"c")
+        with pytest.raises(ValueError, match=r"RGB frame \[1\] missing"):
+            writer.finish({"width": 1, "height": 1})
+    assert os.listdir(tmp_path) == []
+
+
+def test_rgb_only_video(tmp_path):
+    path = tmp_path / "rgb.mfv"
+    frames = torch.full((3, 3, 16, 16), 77, dtype=torch.uint8)
+    with PackedVideoWriter(path) as writer:
+        for i, blob in enumerate(encode_jpegs(frames, 95)):
+            writer.add_rgb(i, blob)
+        writer.finish({"width": 16, "height": 16, "flow": None})
+    video = PackedVideo(path)
+    assert video.num_flows == 0 and video.flow_bound is None
+    assert torch.equal(video.read_rgb([1]), decode_jpegs([torch.frombuffer(bytearray(encode_jpegs(frames[:1], 95)[0]), dtype=torch.uint8)], gray=False))
