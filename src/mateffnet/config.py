@@ -40,7 +40,10 @@ class DataConfig:
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
     workers: int = opt(8, 'DataLoader worker processes per GPU process')
     gpu_decode: str = opt("auto", 'decode JPEGs on the GPU (nvJPEG): auto (when on CUDA) | on | off')
-    scales: list[float] = opt([1.0, 0.875, 0.75, 0.66], 'TSN multi-scale crop')
+    classes: str | None = opt(None, 'file of class names, one a line in label order (list and folders formats)')
+    videos: str | None = opt(None, 'source video folder; needed by format "folders" (video ids are paths under it)')
+    train_crop: str = opt("random", 'random (the paper: random crops of 7/8 of the short side) | multiscale (TSN)')
+    scales: list[float] = opt([1.0, 0.875, 0.75, 0.66], 'multiscale crop: crop sides as fractions of the short side')
     flip: bool = opt(True, 'random horizontal flip (x-flow negated for flow stacks)')
     val_segments: int | None = opt(None, 'segments per video when validating during training (None: num_segments)')
     test_segments: int = opt(25, 'segments per video at test time (TSN: 25)')
@@ -110,6 +113,7 @@ class ExperimentConfig:
 CHOICES = {
     "data.format": DATA_FORMATS,
     "data.gpu_decode": ("auto", "on", "off"),
+    "data.train_crop": ("random", "multiscale"),
     "data.test_crops": (1, 3, 10),
     "data.split": (1, 2, 3),
     "model.modality": ("rgb", "flow"),

@@ -60,12 +60,27 @@ def test_rgb_training_clips(store):
     assert label == 1 and _frame_numbers(short) == sorted(_frame_numbers(short))
 
 
+def test_training_samples_are_a_function_of_seed_epoch_and_index(store):
+    dataset = VideoDataset(ITEMS, store, "flow", num_segments=3, flow_length=4, input_size=32, seed=7)
+    again = VideoDataset(ITEMS, store, "flow", num_segments=3, flow_length=4, input_size=32, seed=7)
+    torch.manual_seed(0)
+    first = dataset[0][0]
+    torch.manual_seed(123)  # the global generator (different in every DataLoader worker) plays no part
+    assert torch.equal(again[0][0], first)
+    changed = []
+    for epoch in range(1, 6):
+        dataset.set_epoch(epoch)
+        changed.append(not torch.equal(dataset[0][0], first))
+    assert any(changed)
+
+
 def test_flow_training_clips_are_consecutive_stacks(store):
     torch.manual_seed(1)
     dataset = VideoDataset(ITEMS, store, "flow", num_segments=3, flow_length=4, input_size=32)
     assert dataset.channels == 8
     seen_flip = set()
-    for _ in range(10):
+    for epoch in range(10):
+        dataset.set_epoch(epoch)
         clip, _ = dataset[0]
         assert clip.shape == (3, 8, 32, 32)
         means = clip.float().mean(dim=(2, 3))  # (T, 2L)

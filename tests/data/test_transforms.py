@@ -40,16 +40,16 @@ def test_flipping_the_flow_matches_the_flow_of_flipped_frames():
 
 def test_ten_crop_has_five_mirrored_views_with_negated_x():
     clip = _flow_clip(h=64, w=80)
-    crops = T.eval_crops(64, 80, 48, 10)
+    crops = T.eval_crops(64, 80, 56, 10)  # crops of 7/8 of the short side: 56
     assert len(crops) == 10 and [c.flip for c in crops] == [False] * 5 + [True] * 5
-    assert {(c.top, c.left) for c in crops[:5]} == {(0, 0), (0, 32), (16, 0), (16, 32), (8, 16)}
-    views = torch.stack([T.apply_crop(clip, c, 48, flow=True) for c in crops])
-    assert views.shape == (10, 2, 4, 48, 48)
+    assert {(c.top, c.left) for c in crops[:5]} == {(0, 0), (0, 24), (8, 0), (8, 24), (4, 12)}
+    views = torch.stack([T.apply_crop(clip, c, 56, flow=True) for c in crops])
+    assert views.shape == (10, 2, 4, 56, 56)
     for i in range(5):
         plain, mirrored = views[i], views[i + 5]
         assert torch.equal(mirrored[:, 0::2], 255 - plain[:, 0::2].flip(-1))
         assert torch.equal(mirrored[:, 1::2], plain[:, 1::2].flip(-1))
-    assert torch.equal(views[0], clip[:, :, :48, :48])
+    assert torch.equal(views[0], clip[:, :, :56, :56])
 
 
 def test_one_and_three_crops():
@@ -66,10 +66,10 @@ def test_the_same_crop_applies_to_every_frame():
     clip = torch.cat([frame + 1000 * t for t in range(4)])  # frames differ by a constant only
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        crop = T.train_crop(50, 70, 32, "random", generator=generator)
-        assert 0 <= crop.top <= 18 and 0 <= crop.left <= 38
-        out = T.apply_crop(clip, crop, 32, flow=False)
-        assert out.shape == (4, 1, 32, 32)
+        crop = T.train_crop(50, 70, 44, "random", generator=generator)  # side round(50 · 7/8) = 44
+        assert 0 <= crop.top <= 6 and 0 <= crop.left <= 26
+        out = T.apply_crop(clip, crop, 44, flow=False)
+        assert out.shape == (4, 1, 44, 44)
         assert torch.equal(out - out[:1], (torch.arange(4) * 1000.0).view(4, 1, 1, 1).expand_as(out))
 
 
@@ -91,10 +91,15 @@ def test_multiscale_crop_follows_tsn():
     assert out.shape == (3, 20, 224, 224) and out.dtype == torch.uint8
 
 
-def test_small_frames_are_cropped_on_the_short_side_and_upscaled():
+def test_crops_cover_seven_eighths_of_the_short_side_whatever_the_input_size():
+    for size in (112, 168, 224):  # the paper's ResNet-18, ResNet-34, EfficientNet-B0 inputs
+        crop = T.random_crop(256, 340, size)
+        assert (crop.height, crop.width) == (224, 224)
+        (centre,) = T.eval_crops(256, 340, size, 1)
+        assert (centre.height, centre.width) == (224, 224)
     clip = torch.randint(0, 256, (2, 3, 64, 85), dtype=torch.uint8)
     crop = T.random_crop(64, 85, 112)
-    assert (crop.height, crop.width) == (64, 64)
+    assert (crop.height, crop.width) == (56, 56)
     assert T.apply_crop(clip, crop, 112, flow=False).shape == (2, 3, 112, 112)
 
 

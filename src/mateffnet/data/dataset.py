@@ -36,7 +36,7 @@ from mateffnet.data.jpeg import decode_jpeg_list
 from mateffnet.data.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
 from mateffnet.data.store import PackedVideo, store_path
-from mateffnet.data.transforms import Crop, apply_crop, eval_crops, train_crop
+from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, train_crop
 from mateffnet.errors import MateffnetError
 
 log = logging.getLogger("mateffnet")
@@ -127,8 +127,9 @@ class VideoDataset(torch.utils.data.Dataset):
     modality: "rgb" or "flow"; num_segments: T (8 to train, 25 to test as TSN); flow_length: L;
     train: random positions, random crop (`train_crop` "random" as the paper or "multiscale" as
     TSN) and flip, else centred positions and `num_crops` test crops (1, 3 or 10);
-    input_size: S, from the model config. Items whose video is not in `root` are left out with
-    one summary line in the log (`self.missing`).
+    input_size: S, from the model config; scales: the multi-scale crop's fractions of the short side;
+    seed: with `set_epoch`, makes every training sample a function of (seed, epoch, index). Items whose
+    video is not in `root` are left out with one summary line in the log (`self.missing`).
     """
 
     def __init__(
@@ -145,6 +146,8 @@ class VideoDataset(torch.utils.data.Dataset):
         num_crops: int = 1,
         defer_decode: bool = False,
         flow_bound: float = 20.0,
+        scales: Sequence[float] = TSN_SCALES,
+        seed: int = 0,
     ):
         if modality not in ("rgb", "flow"):
             raise MateffnetError(f"unknown modality {modality!r}; expected 'rgb' or 'flow'")
@@ -156,6 +159,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.modality, self.num_segments, self.flow_length = modality, num_segments, flow_length
         self.train, self.input_size, self.train_crop, self.flip = train, input_size, train_crop, flip
         self.num_crops, self.defer_decode, self.flow_bound = num_crops, defer_decode, flow_bound
+        self.scales, self.seed, self.epoch = tuple(scales), seed, 0
         self.items: list[VideoItem] = []
         self.paths: list[Path] = []
         self.missing: list[VideoItem] = []
@@ -179,12 +183,25 @@ class VideoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Training randomness is drawn from (seed, epoch, index), so a sample does not depend on which
+        worker or process loads it: resumed and multi-GPU runs see exactly the samples of a plain run."""
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if not self.train:
+            return None
+        mixed = (self.seed * 0x9E3779B97F4A7C15 + self.epoch * 0xBF58476D1CE4E5B9 + index) % (2**63 - 1)
+        return torch.Generator().manual_seed(mixed)
+
     def __getitem__(self, index: int):
         item, video = self.items[index], open_video(self.paths[index], self.flow_bound)
+        generator = self._generator(index)
         positions = clip_indices(
-            self.modality, video.num_frames, video.num_flows, self.num_segments, self.flow_length, self.train
+            self.modality, video.num_frames, video.num_flows, self.num_segments, self.flow_length, self.train,
+            generator,
         ).flatten().tolist()
-        crops = self._crops(video.height, video.width)
+        crops = self._crops(video.height, video.width, generator)
         flow = self.modality == "flow"
         if self.defer_decode:
             blobs = video.flow_jpegs(positions) if flow else video.rgb_jpegs(positions)
@@ -203,9 +220,9 @@ class VideoDataset(torch.utils.data.Dataset):
         views = [apply_crop(clip, crop, self.input_size, flow) for crop in crops]
         return (views[0] if self.train else torch.stack(views)), item.label
 
-    def _crops(self, height: int, width: int) -> list[Crop]:
+    def _crops(self, height: int, width: int, generator: torch.Generator | None) -> list[Crop]:
         if self.train:
-            return [train_crop(height, width, self.input_size, self.train_crop, self.flip)]
+            return [train_crop(height, width, self.input_size, self.train_crop, self.flip, generator, self.scales)]
         return eval_crops(height, width, self.input_size, self.num_crops)
 
 
@@ -256,11 +273,12 @@ def make_loader(
     """
     device = torch.device(device)
     cores = _cores()
+    deferred = getattr(dataset, "defer_decode", False)  # any map-style dataset of (clip, label) works too
     if workers is None:
-        workers = min(4, cores) if dataset.defer_decode else max(1, cores - 1)
+        workers = min(4, cores) if deferred else max(1, cores - 1)
     if prefetch is None:
-        prefetch = 4 if dataset.defer_decode else 2
-    train = dataset.train
+        prefetch = 4 if deferred else 2
+    train = getattr(dataset, "train", True)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -268,12 +286,12 @@ def make_loader(
         sampler=sampler,
         drop_last=train if drop_last is None else drop_last,
         num_workers=workers,
-        collate_fn=collate_jpeg_clips if dataset.defer_decode else None,
+        collate_fn=collate_jpeg_clips if deferred else None,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=prefetch if workers > 0 else None,
     )
-    return VideoLoader(loader, device, dataset.defer_decode, background)
+    return VideoLoader(loader, device, deferred, background)
 
 
 def _cores() -> int:

@@ -8,8 +8,8 @@ module is the one place where that difference is handled.
 
 Short videos never raise: fewer positions than segments repeat positions in order (0,0,0,1,1,1,2,2
 for 3 positions and 8 segments), and a video with fewer flows than `flow_length` repeats its last
-flow to fill the stack (as TSN does). Randomness comes from torch's generator, which DataLoader
-seeds differently in every worker.
+flow to fill the stack (as TSN does). Randomness comes from the `generator` passed in (the dataset
+seeds one per sample from (seed, epoch, index)), or torch's global generator when none is given.
 """
 
 from __future__ import annotations

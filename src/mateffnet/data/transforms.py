@@ -22,6 +22,15 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
+# A random or test crop covers 224/256 of the frame's short side and is then resized to the model's input
+# size: TSN's "resize the short side to input·256/224, crop input" without resizing whole frames. For
+# 224 inputs on frames with a 256 short side it is a plain 224 crop; ResNet-18's 112 inputs see the same
+# field of view, downscaled.
+CROP_FRACTION = 224 / 256
+
+
+def crop_side(height: int, width: int) -> int:
+    return max(1, round(min(height, width) * CROP_FRACTION))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +48,8 @@ def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
 
 
 def random_crop(height: int, width: int, size: int, generator: torch.Generator | None = None) -> Crop:
-    """A `size`×`size` crop at a uniformly random position (the whole short side if the frame is smaller)."""
-    side = min(size, height, width)
+    """A square crop of `crop_side` at a uniformly random position (resized to `size` when applied)."""
+    side = crop_side(height, width)
     return Crop(_randint(0, height - side, generator), _randint(0, width - side, generator), side, side)
 
 
@@ -79,13 +88,15 @@ def with_random_flip(crop: Crop, generator: torch.Generator | None = None, proba
 
 
 def train_crop(
-    height: int, width: int, size: int, kind: str = "random", flip: bool = True, generator: torch.Generator | None = None
+    height: int, width: int, size: int, kind: str = "random", flip: bool = True, generator: torch.Generator | None = None,
+    scales: tuple[float, ...] = TSN_SCALES,
 ) -> Crop:
-    """The training crop of one clip: kind "random" (the paper) or "multiscale" (TSN), randomly flipped."""
+    """The training crop of one clip: kind "random" (the paper) or "multiscale" (TSN, `scales` of the short
+    side), randomly flipped."""
     if kind == "random":
         crop = random_crop(height, width, size, generator)
     elif kind == "multiscale":
-        crop = multiscale_crop(height, width, size, generator=generator)
+        crop = multiscale_crop(height, width, size, tuple(scales), generator=generator)
     else:
         from mateffnet.errors import MateffnetError
 
@@ -94,13 +105,14 @@ def train_crop(
 
 
 def center_crop(height: int, width: int, size: int) -> Crop:
-    side = min(size, height, width)
+    side = crop_side(height, width)
     return Crop((height - side) // 2, (width - side) // 2, side, side)
 
 
 def eval_crops(height: int, width: int, size: int, num_crops: int = 1) -> list[Crop]:
-    """1: centre; 3: start, middle, end of the long side; 10: 4 corners + centre, then those 5 mirrored."""
-    side = min(size, height, width)
+    """1: centre; 3: start, middle, end of the long side; 10: 4 corners + centre, then those 5 mirrored.
+    Each crop is `crop_side` square, resized to `size` when applied."""
+    side = crop_side(height, width)
     if num_crops == 1:
         return [center_crop(height, width, size)]
     if num_crops == 3:

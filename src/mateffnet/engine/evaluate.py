@@ -10,53 +10,38 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from mateffnet.engine import distributed
 
 
-class IndexedDataset(Dataset):
-    """Yields (index, *item) so scores gathered from several processes can be put back in order."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return (index, *self.dataset[index])
-
-
 @torch.no_grad()
 def collect_scores(model, loader, ctx: distributed.Distributed, precision: torch.dtype = torch.float32,
                    desc: str = "evaluate", progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean softmax over views for every video of `loader` (an IndexedDataset loader).
+    """Mean softmax over views for every video of `loader`, whose sampler lists this process's share.
 
-    Returns (indices, scores (N, K) float32, labels (N,)) ordered by dataset index, on every rank.
+    Returns (indices, scores (N, K) float32, labels (N,)) of the whole dataset ordered by index, on every rank.
     """
     was_training = model.training
     model.eval()
     device = ctx.device
-    indices, scores, labels = [], [], []
-    for index, views, label in tqdm(loader, desc=desc, leave=False, disable=not (progress and ctx.is_main),
-                                    dynamic_ncols=True):
+    scores, labels = [], []
+    for views, label in tqdm(loader, desc=desc, leave=False, disable=not (progress and ctx.is_main),
+                             dynamic_ncols=True):
         views = views.to(device, non_blocking=True)
         batch, num_views = views.shape[:2]
         with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
             logits = model(views.flatten(0, 1))
-        probabilities = logits.float().softmax(-1).view(batch, num_views, -1).mean(1)
-        indices.append(index.numpy())
-        scores.append(probabilities.cpu().numpy())
-        labels.append(np.asarray(label))
+        scores.append(logits.float().softmax(-1).view(batch, num_views, -1).mean(1).cpu().numpy())
+        labels.append(np.asarray(label.cpu() if torch.is_tensor(label) else label))
     model.train(was_training)
-    local = (np.concatenate(indices), np.concatenate(scores), np.concatenate(labels)) if indices else (
-        np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
-    parts = distributed.gather_objects(ctx, local)
+    indices = np.asarray(list(loader.loader.sampler), dtype=np.int64)
+    local = (indices, np.concatenate(scores) if scores else None, np.concatenate(labels) if labels else None)
+    parts = [p for p in distributed.gather_objects(ctx, local) if p[1] is not None]
     all_indices = np.concatenate([p[0] for p in parts])
-    order, first = np.unique(all_indices, return_index=True)  # DistributedSampler pads with repeats
-    return order, np.concatenate([p[1] for p in parts if len(p[1])])[first], np.concatenate([p[2] for p in parts])[first]
+    order = np.argsort(all_indices)
+    return (all_indices[order], np.concatenate([p[1] for p in parts])[order],
+            np.concatenate([p[2] for p in parts])[order])
 
 
 STREAMS = ("rgb", "flow")

@@ -1,9 +1,86 @@
-"""From a configuration to the objects a run needs: the model and the datasets."""
+"""From a configuration to the objects a run needs: the class list, the datasets, the model."""
 
 from __future__ import annotations
 
-from mateffnet.config import ExperimentConfig
+from pathlib import Path
+
+import torch
+
+from mateffnet.config import DataConfig, ExperimentConfig
+from mateffnet.data.annotations import VideoItem, folders, load_annotations, video_list
+from mateffnet.data.dataset import VideoDataset
+from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
+from mateffnet.models.backbones import default_input_size
+
+KINETICS_EVAL_SUBSETS = ("val", "validate", "validation", "test")
+
+
+def load_split(data: DataConfig) -> tuple[list[str], list[VideoItem], list[VideoItem] | None]:
+    """(class names, training items, validation/test items or None) that `data` describes."""
+    annotations, videos = data.path(data.annotations), data.path(data.videos)
+    store = data.path(data.store)
+    if data.format == "list":
+        if annotations is None:
+            raise MateffnetError("data.format list needs data.annotations (the training list file)")
+        train = video_list(annotations, videos).items()
+        evaluation = video_list(data.path(data.val_annotations), videos).items() if data.val_annotations else None
+        top = max(item.label for item in train + (evaluation or []))
+        return _class_names(data, top + 1), train, evaluation
+    if data.format == "folders":
+        if videos is None:
+            raise MateffnetError("data.format folders needs data.videos (the folder of class folders of videos)")
+        found = folders(videos, data.path(data.classes))
+        return found.classes, found.items(), None
+    found = load_annotations(videos or store, data.format, annotations, data.split)
+    if data.format in ("ucf101", "hmdb51"):
+        return found.classes, found.items("train"), found.items("test")
+    evaluation = next((found.items(name) for name in KINETICS_EVAL_SUBSETS if name in found.subsets), None)
+    return found.classes, found.items("train"), evaluation
+
+
+def _class_names(data: DataConfig, count: int) -> list[str]:
+    if data.classes is None:
+        return [str(i) for i in range(count)]
+    path = data.path(data.classes)
+    if not path.is_file():
+        raise MateffnetError(f"data.classes: file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) < count:
+        raise MateffnetError(f"{path}: {len(names)} class names, but the lists use labels up to {count - 1}")
+    return names
+
+
+def input_size(config: ExperimentConfig) -> int:
+    return config.model.input_size or default_input_size(config.model.backbone)
+
+
+def make_dataset(config: ExperimentConfig, items: list[VideoItem], train: bool, device: torch.device,
+                 segments: int | None = None, crops: int = 1) -> VideoDataset:
+    data, model = config.data, config.model
+    defer = data.gpu_decode == "on" or (data.gpu_decode == "auto" and device.type == "cuda")
+    return VideoDataset(
+        items, data.path(data.store), model.modality, num_segments=segments or model.num_segments,
+        flow_length=model.flow_length, train=train, input_size=input_size(config), train_crop=data.train_crop,
+        flip=data.flip, num_crops=crops, defer_decode=defer, scales=data.scales, seed=config.train.seed,
+    )
+
+
+def build_datasets(config: ExperimentConfig, device: torch.device | str = "cpu"):
+    """(training set, validation set or None, class names): validation uses `data.val_segments` and 1 crop."""
+    device = torch.device(device)
+    store = config.data.path(config.data.store)
+    if not Path(store).is_dir():
+        raise MateffnetError(f"data.store: {store} is not a folder; prepare the videos first (mateffnet prepare ... --out {store})")
+    class_names, train_items, eval_items = load_split(config.data)
+    train_set = make_dataset(config, train_items, True, device)
+    if len(train_set) == 0:
+        raise MateffnetError(f"none of the {len(train_items)} training videos is prepared in {store}")
+    val_set = None
+    if eval_items:
+        val_set = make_dataset(config, eval_items, False, device, segments=config.data.val_segments)
+        val_set = val_set if len(val_set) else None
+    return train_set, val_set, class_names
 
 
 def build_model(config: ExperimentConfig, class_names: list[str], pretrained: bool = True) -> StreamNet:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from mateffnet.config import ExperimentConfig, TrainConfig, save_config
@@ -56,7 +56,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
         if train_set is None:
             from mateffnet.engine.setup import build_datasets
 
-            train_set, val_set, class_names = build_datasets(config)
+            train_set, val_set, class_names = build_datasets(config, ctx.device)
         return _train(config, Path(out_dir), resume, train_set, val_set, class_names, progress, ctx)
     finally:
         distributed.teardown(ctx)
@@ -145,7 +145,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
 
 def _train_one_epoch(net, model, loader, train_set, optimizer, scheduler, scaler, tc, precision, epoch,
                      steps, ctx, progress, out_dir) -> dict:
-    loader.sampler.set_epoch(epoch)
+    loader.loader.sampler.set_epoch(epoch)
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
     net.train()
@@ -159,7 +159,6 @@ def _train_one_epoch(net, model, loader, train_set, optimizer, scheduler, scaler
     for step, (clips, labels) in enumerate(loader):
         if step >= steps:
             break
-        clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
             logits = net(clips)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=tc.label_smoothing)
@@ -262,29 +261,32 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def make_train_loader(dataset, batch_size: int, config: ExperimentConfig, ctx) -> DataLoader:
+def make_train_loader(dataset, batch_size: int, config: ExperimentConfig, ctx):
+    from mateffnet.data.dataset import make_loader
+
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=config.train.seed)
-    workers = config.data.workers
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=_seed_worker,
-                      generator=torch.Generator().manual_seed(config.train.seed))
+    return make_loader(dataset, batch_size, ctx.device, drop_last=True, workers=config.data.workers, sampler=sampler)
 
 
-def make_eval_loader(dataset, batch_size: int, config: ExperimentConfig, ctx) -> DataLoader:
-    from mateffnet.engine.evaluate import IndexedDataset
+def make_eval_loader(dataset, batch_size: int, config: ExperimentConfig, ctx):
+    """Each process scores the videos rank, rank + N, …: no padding, so no video is counted twice."""
+    from mateffnet.data.dataset import make_loader
 
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False)
-    workers = config.data.workers
-    return DataLoader(IndexedDataset(dataset), batch_size=max(1, batch_size), sampler=sampler, num_workers=workers,
-                      pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0)
+    sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
+    return make_loader(dataset, max(1, batch_size), ctx.device, drop_last=False, workers=config.data.workers,
+                       sampler=sampler)
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+class ShardSampler(torch.utils.data.Sampler):
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
