@@ -8,7 +8,9 @@ function that does the work; library modules are imported inside `_run_*` so tha
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from mateffnet import __version__
 from mateffnet.errors import MateffnetError
@@ -101,7 +103,151 @@ def _run_prepare(args) -> int:
     return report.exit_status
 
 
-_SUBCOMMANDS: list = [_add_prepare]
+# ------------------------------------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    parser = sub.add_parser(
+        "train", help="train one stream (RGB or flow) from a YAML config",
+        description="Train one stream. The same command runs on one CPU, one GPU, or N GPUs/nodes under "
+        "torchrun (DDP): train.batch_size is the global batch and train.lr applies to it.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="experiment YAML (configs/…); defaults without it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config key, e.g. --set train.lr=0.005 (repeatable)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="check the config, build the model, print the plan; read no video")
+    parser.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from mateffnet.config import describe_schema, load_config
+
+    if args.help_config:
+        print(describe_schema())
+        return 0
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / config.name)
+    if args.dry_run:
+        from mateffnet.engine.plan import describe_plan
+
+        print(describe_plan(config, out))
+        return 0
+    from mateffnet.engine.train import train
+
+    result = train(config, out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"best validation top-1 {100 * result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "no validation set"
+        print(f"done: {len(result.history)} epochs, {best}; model folders {out / 'best'} and {out / 'last'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub) -> None:
+    parser = sub.add_parser(
+        "evaluate", help="evaluate the RGB and/or flow stream and their fusion on a test set",
+        description="Per-stream and fused top-1, top-5 and mean class accuracy (the mean of per-class "
+        "top-1, which TSN prints as 'accuracy'), per-class accuracy, confusion matrices (PNG) and the raw "
+        "per-video scores (scores.npz). With --scores, re-fuse saved scores without running any network.",
+    )
+    parser.add_argument("--model", metavar="DIR", help="two-stream folder with rgb/ and/or flow/")
+    parser.add_argument("--rgb", metavar="DIR", help="RGB model folder (e.g. runs/<name>/best)")
+    parser.add_argument("--flow", metavar="DIR", help="flow model folder")
+    parser.add_argument("--scores", metavar="NPZ", help="re-fuse the scores.npz of an earlier evaluation")
+    parser.add_argument("--data", metavar="STORE", help="folder of packed videos (mateffnet prepare --out)")
+    parser.add_argument("--format", default="auto", choices=["auto", "ucf101", "hmdb51", "kinetics400", "list", "folders"])
+    parser.add_argument("--annotations", metavar="PATH", help="split files / CSV / list file naming the test videos")
+    parser.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--videos", metavar="DIR", help="source video folder (folders format only)")
+    parser.add_argument("--classes", metavar="FILE", help="class names, one a line (list format)")
+    parser.add_argument("--segments", type=int, default=25, help="segments per video (default 25, TSN)")
+    parser.add_argument("--crops", type=int, default=10, choices=[1, 3, 10], help="views per video (default 10)")
+    parser.add_argument("--fusion-weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("RGB", "FLOW"),
+                        help="weights of the softmax average (default 1 1, the paper's; TSN: 1 1.5)")
+    parser.add_argument("--batch-size", type=int, default=2, help="videos per forward pass (each with all its views)")
+    parser.add_argument("--workers", type=int, help="loader processes (default: CPU cores - 1)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default: evaluation)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from mateffnet.engine import evaluate as ev
+
+    weights = tuple(args.fusion_weights)
+    if args.scores:
+        ids, labels, class_names, scores = ev.load_scores(args.scores)
+        scores = {k: v for k, v in scores.items() if k in ev.STREAMS}
+        results = ev.summarize(scores, labels, class_names, weights, title=f"re-fused {args.scores}")
+        ev.write_outputs(args.out, results, scores, labels, ids)
+        print(ev.format_summary(results))
+        return 0
+    models = {}
+    if args.model:
+        for name in ev.STREAMS:
+            if (Path(args.model) / name / "config.json").is_file():
+                models[name] = Path(args.model) / name
+        if not models:
+            raise MateffnetError(f"--model {args.model}: no rgb/ or flow/ model folder inside")
+    for name in ev.STREAMS:
+        if getattr(args, name):
+            models[name] = Path(getattr(args, name))
+    if not models:
+        raise MateffnetError("give --model DIR, or --rgb DIR and/or --flow DIR (or --scores NPZ)")
+    if not args.data:
+        raise MateffnetError("--data STORE is needed (the folder mateffnet prepare wrote)")
+    from mateffnet.config import DataConfig
+    from mateffnet.data.annotations import detect_format
+
+    data = DataConfig(format=detect_format(args.annotations) if args.format == "auto" else args.format,
+                      store=args.data, annotations=args.annotations, split=args.split, videos=args.videos,
+                      classes=args.classes)
+    results = ev.evaluate_streams(data, models, args.out, weights, args.segments, args.crops, args.batch_size,
+                                  args.device, args.workers, progress=not args.no_progress)
+    print(ev.format_summary(results))
+    print(f"written to {args.out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- reproduce
+
+
+def _add_reproduce(sub) -> None:
+    parser = sub.add_parser(
+        "reproduce", help="train and evaluate every run of one of the paper's tables",
+        description="Runs the grid of a table (skipping trained runs, resuming interrupted ones), evaluates "
+        "each RGB/flow pair with the test protocol, and writes runs/<table>.md beside the paper's numbers.",
+    )
+    parser.add_argument("table", choices=["table2", "table3", "table4"],
+                        help="table2: UCF101, table3: HMDB51, table4: Kinetics-400")
+    parser.add_argument("--data-root", required=True, metavar="DIR",
+                        help="holds ucf101/, hmdb51/, kinetics400/ with store/ and the annotation folders "
+                        "(see `python -m mateffnet.experiments --help`)")
+    parser.add_argument("--runs", default="runs", metavar="DIR", help="where runs are written (default runs/)")
+    parser.add_argument("--splits", type=int, nargs="+", choices=[1, 2, 3], help="only these splits")
+    parser.add_argument("--backbones", nargs="+", choices=["resnet18", "resnet34", "resnet50", "efficientnet_b0"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config key in every run")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    from mateffnet.engine.reproduce import reproduce
+
+    reproduce(args.table, args.data_root, args.runs, args.splits, args.backbones, args.overrides, args.dry_run,
+              progress=not args.no_progress)
+    return 0
+
+
+_SUBCOMMANDS: list = [_add_prepare, _add_train, _add_evaluate, _add_reproduce]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,3 +138,75 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
         images[f"confusion_{name}"] = plot_confusion_matrix(confusion, class_names, out_dir / f"confusion_{name}.png",
                                                             title=f"{name} — confusion matrix")
     return images
+
+
+def evaluation_items(data) -> tuple[list[str], list]:
+    """(class names, the videos to test): the split's test list (UCF101, HMDB51), Kinetics' validation
+    CSV, or every video a list file / class folders name."""
+    from mateffnet.data.annotations import video_list
+    from mateffnet.engine.setup import load_split
+
+    if data.format == "list":
+        from mateffnet.engine.setup import _class_names
+
+        items = video_list(data.path(data.annotations), data.path(data.videos)).items()
+        return _class_names(data, max(item.label for item in items) + 1), items
+    classes, train, evaluation = load_split(data)
+    if evaluation is None:
+        evaluation = train
+    return classes, evaluation
+
+
+def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, float] = (1.0, 1.0),
+                     segments: int | None = None, crops: int | None = None, batch_size: int = 2,
+                     device: str = "auto", workers: int | None = None, progress: bool = True,
+                     title: str = "evaluation") -> dict:
+    """Score each stream's model folder on the test videos of `data` (a DataConfig), fuse, write outputs.
+
+    segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
+    """
+    from pathlib import Path
+
+    from mateffnet.data.dataset import VideoDataset
+    from mateffnet.engine.train import make_eval_loader, resolve_precision
+    from mateffnet.errors import MateffnetError
+    from mateffnet.models import StreamNet, TwoStreamNet
+
+    ctx = distributed.setup(device)
+    try:
+        streams = {name: StreamNet.from_pretrained(folder, ctx.device) for name, folder in model_dirs.items()}
+        pair = TwoStreamNet(streams.get("rgb"), streams.get("flow"), weights)  # checks the class lists agree
+        class_names, items = evaluation_items(data)
+        model_classes = pair.class_names
+        if model_classes is not None and list(model_classes) != list(class_names):
+            raise MateffnetError(
+                f"the model's {len(model_classes)} classes differ from the {len(class_names)} classes of the "
+                f"{data.format} annotations ({data.annotations})"
+            )
+        precision = resolve_precision("auto", ctx.device)
+        defer = data.gpu_decode == "on" or (data.gpu_decode == "auto" and ctx.device.type == "cuda")
+        per_stream, labels_by_id = {}, {}
+        for name, model in streams.items():
+            config = model.config
+            dataset = VideoDataset(items, data.path(data.store), config.modality,
+                                   num_segments=segments or data.test_segments, flow_length=config.flow_length,
+                                   train=False, input_size=config.input_size, num_crops=crops or data.test_crops,
+                                   defer_decode=defer, flow_bound=config.flow_bound)
+            if len(dataset) == 0:
+                raise MateffnetError(f"none of the {len(items)} test videos is prepared in {data.path(data.store)}")
+            loader = make_eval_loader(dataset, batch_size, workers, ctx)
+            indices, scores, labels = collect_scores(model, loader, ctx, precision, desc=f"evaluate {name}",
+                                                     progress=progress)
+            ids = [dataset.items[i].video_id for i in indices]
+            per_stream[name] = dict(zip(ids, scores))
+            labels_by_id.update(zip(ids, labels.tolist()))
+        video_ids = sorted(set.intersection(*(set(s) for s in per_stream.values())))
+        scores = {name: np.stack([s[v] for v in video_ids]) for name, s in per_stream.items()}
+        labels = np.array([labels_by_id[v] for v in video_ids], dtype=np.int64)
+        results = summarize(scores, labels, class_names, pair.weights, title)
+        if ctx.is_main:
+            write_outputs(Path(out_dir), results, scores, labels, video_ids)
+        return results
+    finally:
+        distributed.teardown(ctx)
+

@@ -65,7 +65,7 @@ def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_d
     import json
 
     from mateffnet.engine.evaluate import load_scores, summarize
-    from mateffnet.engine.run_eval import evaluate_streams
+    from mateffnet.engine.evaluate import evaluate_streams
 
     scores_path = out_dir / "scores.npz"
     if scores_path.is_file():

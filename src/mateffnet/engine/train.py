@@ -79,7 +79,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     freeze_bn_parameters(model, tc.bn)
 
-    train_loader = make_train_loader(train_set, tc.batch_size // ctx.world_size, config, ctx)
+    train_loader = make_train_loader(train_set, tc.batch_size // ctx.world_size, config.data.workers, tc.seed, ctx)
     steps_per_epoch = len(train_loader) if tc.max_steps_per_epoch is None else min(len(train_loader), tc.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise MateffnetError(
@@ -115,7 +115,8 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:
         net = torch.compile(net)
-    val_loader = make_eval_loader(val_set, tc.batch_size // ctx.world_size, config, ctx) if val_set is not None else None
+    val_loader = (make_eval_loader(val_set, tc.batch_size // ctx.world_size, config.data.workers, ctx)
+                  if val_set is not None else None)
     board = _tensorboard(out_dir) if ctx.is_main else None
 
     for epoch in range(start_epoch, tc.epochs):
@@ -261,21 +262,19 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def make_train_loader(dataset, batch_size: int, config: ExperimentConfig, ctx):
+def make_train_loader(dataset, batch_size: int, workers: int, seed: int, ctx):
     from mateffnet.data.dataset import make_loader
 
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=config.train.seed)
-    return make_loader(dataset, batch_size, ctx.device, drop_last=True, workers=config.data.workers, sampler=sampler)
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    return make_loader(dataset, batch_size, ctx.device, drop_last=True, workers=workers, sampler=sampler)
 
 
-def make_eval_loader(dataset, batch_size: int, config: ExperimentConfig, ctx):
+def make_eval_loader(dataset, batch_size: int, workers: int | None, ctx):
     """Each process scores the videos rank, rank + N, …: no padding, so no video is counted twice."""
     from mateffnet.data.dataset import make_loader
 
     sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
-    return make_loader(dataset, max(1, batch_size), ctx.device, drop_last=False, workers=config.data.workers,
-                       sampler=sampler)
+    return make_loader(dataset, max(1, batch_size), ctx.device, drop_last=False, workers=workers, sampler=sampler)
 
 
 class ShardSampler(torch.utils.data.Sampler):
