@@ -130,9 +130,9 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
         writer.writerow([name, *("" if m["per_class"][name] is None else f"{m['per_class'][name]:.4f}"
                                  for m in results["streams"].values())])
     atomic_write_text(out_dir / "per_class.csv", buffer.getvalue())
-    save_scores(out_dir / "scores.npz", video_ids, labels, class_names, scores, weights)
-    images = {}
     all_scores = {**scores, "fused": fused_scores(scores, weights)}
+    save_scores(out_dir / "scores.npz", video_ids, labels, class_names, all_scores, weights)
+    images = {}
     for name, stream_scores in all_scores.items():
         confusion = classification_metrics(stream_scores, labels, len(class_names)).confusion
         images[f"confusion_{name}"] = plot_confusion_matrix(confusion, class_names, out_dir / f"confusion_{name}.png",
