@@ -67,7 +67,7 @@ def test_same_seed_same_frames_other_seed_other_frames(tmp_path, small_dataset):
 
 
 def test_rerun_keeps_finished_videos_and_redoes_missing_ones(tmp_path):
-    options = dict(videos_per_class=2, frames=4, size=32, seed=1, progress=False)
+    options = dict(videos_per_class=2, frames=4, size=48, seed=1, progress=False)
     first = make_synthetic_dataset(tmp_path / "d", **options)
     missing = tmp_path / "d" / "slide_left" / "slide_left_001.mp4"
     before = read_video_frames(missing)
@@ -76,22 +76,23 @@ def test_rerun_keeps_finished_videos_and_redoes_missing_ones(tmp_path):
     second = make_synthetic_dataset(tmp_path / "d", **options)
     assert (first.written, second.written, second.kept) == (18, 2, 16)
     np.testing.assert_array_equal(read_video_frames(missing), before)
-    assert read_video_frames(tmp_path / "d" / "spin_cw" / "spin_cw_000.mp4").shape == (4, 32, 32, 3)
+    assert read_video_frames(tmp_path / "d" / "spin_cw" / "spin_cw_000.mp4").shape == (4, 48, 48, 3)
 
 
 def test_a_folder_with_other_settings_or_other_content_is_refused(tmp_path):
-    make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=32, seed=1, progress=False)
+    make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=48, seed=1, progress=False)
     with pytest.raises(MateffnetError, match=r"other settings \(seed 1 → 2\)"):
-        make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=32, seed=2, progress=False)
+        make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=48, seed=2, progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(MateffnetError, match="exists and is not empty"):
-        make_synthetic_dataset(tmp_path / "mine", videos_per_class=2, frames=4, size=32, progress=False)
+        make_synthetic_dataset(tmp_path / "mine", videos_per_class=2, frames=4, size=48, progress=False)
 
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"size": 63}, "size must be even"), ({"frames": 1}, "frames must be an integer ≥ 2"),
+    [({"size": 63}, "size must be even"), ({"size": 32}, "size must be an integer ≥ 48"),
+     ({"frames": 1}, "frames must be an integer ≥ 2"),
      ({"videos_per_class": 1}, "videos_per_class must be an integer ≥ 2"),
      ({"test_fraction": 1.0}, "test_fraction must be between 0 and 1"), ({"codec": "vp9"}, "codec must be")],
 )
