@@ -80,3 +80,39 @@ def _run_export(args) -> int:
 
 
 _SUBCOMMANDS.append(_add_export)
+
+
+def _add_explain(sub) -> None:
+    parser = sub.add_parser(
+        "explain",
+        help="draw a model's attention over one video (the paper's Fig. 9)",
+        description="Sample VIDEO as at test time (T evenly spaced segments), run each stream of the model, and "
+        "write per stream a figure of its self-attention (between segments per head; heat maps over each frame "
+        "for a model with spatio-temporal attention tokens) and explain.json with the top classes.",
+    )
+    parser.add_argument("video", metavar="VIDEO")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (rgb/ and/or flow/, or one stream)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and explain.json")
+    parser.add_argument("--segments", type=int, metavar="T", help="segments to sample (default: the model's num_segments)")
+    parser.add_argument("--flow-method", metavar="NAME", help="optical flow method for the flow stream (default: compute_flow's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--topk", type=int, default=5, metavar="K", help="classes listed per stream (default: 5)")
+    parser.set_defaults(run=_run_explain)
+
+
+def _run_explain(args) -> int:
+    from mateffnet.viz.explain import explain_video
+
+    if args.segments is not None and args.segments < 1:
+        raise MateffnetError(f"--segments must be at least 1, got {args.segments}")
+    result = explain_video(args.video, args.model, args.out, segments=args.segments, flow_method=args.flow_method,
+                           device=args.device, topk=args.topk)
+    for stream, top in result.predictions.items():
+        print(f"{stream:>5}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+    for stream, path in result.figures.items():
+        print(f"{stream} attention: {path}")
+    print(f"summary: {result.summary}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_explain)
