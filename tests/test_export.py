@@ -66,6 +66,7 @@ def test_exported_graph_declares_uint8_input_with_named_dynamic_axes(tmp_path):
     assert dims == ["batch", "segments", 4, 32, 32]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("modality", ["rgb", "flow"])
 def test_torchscript_export_matches_pytorch_for_other_batch_and_segment_counts(tmp_path, modality):
     model = small_stream(modality)
