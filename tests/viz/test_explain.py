@@ -9,7 +9,7 @@ from mateffnet.cli import main
 from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write_video
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet, TwoStreamNet
-from mateffnet.viz.explain import explain_video, flow_clip, sample_video
+from mateffnet.viz.explain import explain_clips, explain_video, flow_clip, sample_video
 
 pytest.importorskip("cv2")  # the flow stream's default flow method on main is OpenCV's Farneback
 
@@ -98,3 +98,14 @@ def test_explain_errors_name_the_problem(tmp_path, video):
     StreamNet(9, backbone="resnet18", input_size=56, attention=False).save_pretrained(tmp_path / "plain")
     with pytest.raises(MateffnetError, match="no attention layer"):
         explain_video(video, tmp_path / "plain", tmp_path / "out")
+
+
+def test_explain_clips_draws_only_the_streams_given(tmp_path):
+    model = two_stream(tmp_path / "model")
+    clip = torch.randint(0, 256, (3, 3, 56, 56), dtype=torch.uint8)
+    figures, predictions = explain_clips(model, {"rgb": clip}, {"rgb": clip.permute(0, 2, 3, 1).numpy()},
+                                         tmp_path / "out", name="x.mp4", topk=2)
+    assert set(figures) == {"rgb"} and figures["rgb"].name == "x_rgb_attention.png"
+    assert set(predictions) == {"rgb"} and len(predictions["rgb"]) == 2
+    with pytest.raises(MateffnetError, match="no clip given for the model's stream"):
+        explain_clips(model, {}, {}, tmp_path / "out")

@@ -3,7 +3,7 @@ import pytest
 from matplotlib.image import imread
 
 from mateffnet.errors import MateffnetError
-from mateffnet.viz.plots import plot_confusion_matrix, plot_training_curves
+from mateffnet.viz.plots import plot_confusion_matrix, plot_training_curves, training_curves_figure
 
 
 def assert_png_with_content(path):
@@ -49,3 +49,17 @@ def test_training_curves_need_epochs_and_metrics(tmp_path):
         plot_training_curves([{"epoch": 1, "train_loss": 1.0}, {"train_loss": 0.5}], tmp_path / "c.png")
     with pytest.raises(MateffnetError, match="no loss or accuracy keys .found lr."):
         plot_training_curves([{"epoch": 1, "lr": 0.1}], tmp_path / "c.png")
+
+
+def test_training_curves_draw_the_training_loops_rows():
+    # the keys mateffnet.engine.train writes per epoch; validation only on some epochs
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "lr": 0.01 / e, "clips_per_s": 40.0, "epoch_time_s": 3.0}
+            for e in range(1, 5)]
+    for row in rows[1::2]:
+        row.update(val_loss=2.5 / row["epoch"], val_top1=0.2 * row["epoch"], val_top5=0.25 * row["epoch"],
+                   val_mean_class=0.19 * row["epoch"])
+    loss_ax, accuracy_ax = training_curves_figure(rows).axes
+    assert [line.get_label() for line in loss_ax.lines] == ["train_loss", "val_loss"]
+    assert [line.get_label() for line in accuracy_ax.lines] == ["val_top1", "val_top5", "val_mean_class"]
+    epochs, percent = accuracy_ax.lines[0].get_data()
+    assert list(epochs) == [2, 4] and list(percent) == pytest.approx([40.0, 80.0])

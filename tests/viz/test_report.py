@@ -18,7 +18,7 @@ GROUPS = {"ball_red": "appearance", "ball_blue": "appearance", "move_left": "mot
 def stream(per_class, top5=1.0):
     values = list(per_class.values())
     return {"top1": sum(values) / len(values), "top5": top5, "mean_class": sum(values) / len(values),
-            "num_videos": 40, "per_class": per_class}
+            "videos": 40, "per_class": per_class}
 
 
 def results():
@@ -118,6 +118,22 @@ def test_report_is_self_contained(tmp_path, images):
     assert "Demo &lt;run&gt;" in text and "<run>" not in text  # text is escaped
     assert "http://" not in text and "https://" not in text
     assert "default-src 'none'" in text
+
+
+def test_report_reads_what_the_evaluator_summarizes(tmp_path):
+    # the shape of mateffnet.engine.evaluate.summarize(...): "videos" counts, None for a class without videos,
+    # NaN where nothing could be measured
+    results = {"title": "evaluation", "class_names": ["a", "b"], "fusion_weights": {"rgb": 1.0, "flow": 1.0},
+               "videos": 3, "streams": {
+                   "rgb": {"top1": 2 / 3, "top5": 1.0, "mean_class": 0.75, "videos": 3, "per_class": {"a": 0.5, "b": None}},
+                   "fused": {"top1": float("nan"), "top5": 1.0, "mean_class": 1.0, "videos": 3,
+                             "per_class": {"a": 1.0, "b": None}}}}
+    page = Page(write_report(tmp_path / "r.html", results).read_text())
+    summary, per_class = page.tables
+    assert [c[0] for c in summary[1][1:]] == ["66.7%", "100.0%", "75.0%", "3"]
+    assert summary[1][1] == ("66.7%", "best")  # the NaN of the fused stream is not a number to beat
+    assert summary[2][1] == ("—", "missing")
+    assert per_class[2][1:] == [("—", "missing"), ("—", "missing")]
 
 
 def test_report_without_per_class_or_images(tmp_path):

@@ -8,8 +8,9 @@ top classes per stream and fused.
 The video is read here with a small stand-in for the data pipeline: PyAV decodes every frame, resized so
 its short side is `input_size · 256/224` (TSN's ratio of resize to crop) and centre-cropped to the model's
 input size; flow is computed with `mateffnet.flow.compute_flow` between consecutive frames at that size
-and quantised with the model's flow bound. The data package's decoder and test-time sampling can replace
-`sample_video` once they are merged.
+and quantised with the model's flow bound. `explain_clips` is the part that needs no decoding: it takes
+one view per stream, so the data package's decoder and test-time sampling can feed it instead of
+`sample_video` / `flow_clip`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
-from mateffnet.models import StreamNet, TwoStreamNet
+from mateffnet.models import StreamNet, TwoStreamNet, fuse_probabilities
 from mateffnet.models.streamnet import CONFIG_FILE
 from mateffnet.viz.attention import plot_segment_attention, plot_spatiotemporal_attention, run_attention
 
@@ -50,39 +51,23 @@ def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path,
     video, out_dir = Path(video), Path(out_dir)
     model = load_model(model_dir, device)
     first = next(iter(model.streams.values())).config
+    if any(s.config.input_size != first.input_size for s in model.streams.values()):
+        raise MateffnetError("the rgb and flow streams have different input sizes; explain one stream at a time")
     segments = segments or first.num_segments
     flow_length = model.flow.config.flow_length if model.flow is not None else 0
     sampled = sample_video(video, first.input_size, segments, flow_length)
 
-    probabilities, figures = {}, {}
-    names = model.class_names or [str(i) for i in range(first.num_classes)]
-    for name, stream in model.streams.items():
-        if stream.attention is None:
-            raise MateffnetError(f"the {name} stream has no attention layer (attention=False): nothing to draw")
-        if stream.config.input_size != first.input_size:
-            raise MateffnetError(f"the streams' input sizes differ ({first.input_size} vs {stream.config.input_size})")
-        if name == "rgb":
-            clip = torch.from_numpy(sampled.frames[sampled.rgb_indices]).permute(0, 3, 1, 2)
-            shown = sampled.rgb_indices
-        else:
-            clip = flow_clip(sampled.frames, sampled.flow_starts, stream.config.flow_length, stream.config.flow_bound,
-                             flow_method)
-            shown = sampled.flow_starts
-        result = run_attention(stream, clip[None])
-        probabilities[name] = result.logits.softmax(-1)[0]
-        best = int(probabilities[name].argmax())
-        title = f"{video.name} — {name} stream: {names[best]} ({100 * probabilities[name][best]:.0f}%)"
-        labels = [f"frame {i}" if name == "rgb" else f"flow {i}–{i + stream.config.flow_length - 1}" for i in shown]
-        path = out_dir / f"{video.stem}_{name}_attention.png"
-        frames = sampled.frames[shown]
-        if result.grid is None:
-            figures[name] = plot_segment_attention(frames, result.weights[0], path, title=title, frame_labels=labels)
-        else:
-            figures[name] = plot_spatiotemporal_attention(frames, result.weights[0], path, result.grid, title=title,
-                                                          frame_labels=labels)
-    if len(probabilities) == 2:
-        probabilities["fused"] = (model.weights[0] * probabilities["rgb"] + model.weights[1] * probabilities["flow"]) / sum(model.weights)
-    predictions = {name: top_classes(p, names, topk) for name, p in probabilities.items()}
+    clips, frames, labels = {}, {}, {}
+    if model.rgb is not None:
+        clips["rgb"] = torch.from_numpy(sampled.frames[sampled.rgb_indices]).permute(0, 3, 1, 2)
+        frames["rgb"] = sampled.frames[sampled.rgb_indices]
+        labels["rgb"] = [f"frame {i}" for i in sampled.rgb_indices]
+    if model.flow is not None:
+        config = model.flow.config
+        clips["flow"] = flow_clip(sampled.frames, sampled.flow_starts, config.flow_length, config.flow_bound, flow_method)
+        frames["flow"] = sampled.frames[sampled.flow_starts]
+        labels["flow"] = [f"flow {i}–{i + config.flow_length - 1}" for i in sampled.flow_starts]
+    figures, predictions = explain_clips(model, clips, frames, out_dir, name=video.name, frame_labels=labels, topk=topk)
     summary = {
         "video": str(video),
         "model": str(model_dir),
@@ -96,6 +81,43 @@ def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path,
     summary_path = out_dir / EXPLAIN_FILE
     atomic_write_json(summary_path, summary)
     return ExplainResult(figures, summary_path, predictions)
+
+
+def explain_clips(model: TwoStreamNet, clips: dict[str, torch.Tensor], frames: dict[str, np.ndarray], out_dir: str | Path,
+                  *, name: str = "video", frame_labels: dict[str, list[str]] | None = None,
+                  topk: int = 5) -> tuple[dict[str, Path], dict[str, list[tuple[str, float]]]]:
+    """Run each stream on its clip and draw its attention; the part of `explain_video` that needs no decoding.
+
+    clips: stream → one view, uint8 (T, C, S, S), as the stream takes it; frames: stream → what to draw under
+    the attention, uint8 (T, H, W, 3) (for the flow stream, e.g. the RGB frame where each stack starts).
+    Writes `out_dir/<name stem>_<stream>_attention.png`; returns the figures and the top-k classes per stream
+    and fused (when both streams ran).
+    """
+    out_dir = Path(out_dir)
+    names = model.class_names or [str(i) for i in range(next(iter(model.streams.values())).config.num_classes)]
+    probabilities, figures = {}, {}
+    for stream_name, stream in model.streams.items():
+        if stream_name not in clips:
+            continue
+        if stream.attention is None:
+            raise MateffnetError(f"the {stream_name} stream has no attention layer (attention=False): nothing to draw")
+        result = run_attention(stream, clips[stream_name][None])
+        probabilities[stream_name] = result.logits.softmax(-1)[0]
+        best = int(probabilities[stream_name].argmax())
+        title = f"{name} — {stream_name} stream: {names[best]} ({100 * probabilities[stream_name][best]:.0f}%)"
+        labels = (frame_labels or {}).get(stream_name)
+        path = out_dir / f"{Path(name).stem}_{stream_name}_attention.png"
+        if result.grid is None:
+            figures[stream_name] = plot_segment_attention(frames[stream_name], result.weights[0], path, title=title,
+                                                          frame_labels=labels)
+        else:
+            figures[stream_name] = plot_spatiotemporal_attention(frames[stream_name], result.weights[0], path,
+                                                                 result.grid, title=title, frame_labels=labels)
+    if not probabilities:
+        raise MateffnetError(f"no clip given for the model's stream(s) {', '.join(model.streams)}")
+    if len(probabilities) == 2:
+        probabilities["fused"] = fuse_probabilities(probabilities, model.weights)
+    return figures, {stream: top_classes(p, names, topk) for stream, p in probabilities.items()}
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> TwoStreamNet:

@@ -70,11 +70,16 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: str | Path, titl
 def plot_training_curves(rows: list[dict], path: str | Path, title: str | None = None) -> Path:
     """Loss and accuracy per epoch from `rows` = [{"epoch": 1, "train_loss": …, "val_top1": …}, …].
 
-    Every numeric key other than "epoch" becomes a curve: keys containing "loss" on the left panel, the
-    rest (accuracies as fractions 0–1, e.g. train_top1, val_top1, val_top5, val_mean_class) on the right
-    panel in percent. Keys other than these (e.g. "lr", "time") are ignored. A key missing from some epochs
-    (e.g. validation every other epoch) is drawn through the epochs that have it.
+    Keys containing "loss" are drawn on the left panel; accuracies (fractions 0–1; keys containing top1,
+    top5, acc or mean_class, e.g. val_top1, val_top5, val_mean_class) on the right panel in percent. Other
+    keys (lr, clips_per_s, epoch_time_s, …) are ignored. A key missing or None in some epochs (validation
+    every other epoch) is drawn through the epochs that have it.
     """
+    return save_figure(training_curves_figure(rows, title), path)
+
+
+def training_curves_figure(rows: list[dict], title: str | None = None) -> Figure:
+    """The figure `plot_training_curves` writes."""
     if not rows:
         raise MateffnetError("plot_training_curves needs at least one epoch row")
     for i, row in enumerate(rows):
@@ -104,7 +109,7 @@ def plot_training_curves(rows: list[dict], path: str | Path, title: str | None =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 def _is_number(value) -> bool:

@@ -10,9 +10,10 @@ The `results` dict (what an evaluation produces; JSON-compatible):
       "title": "MAT-EffNet on the synthetic demo dataset",      # optional
       "description": "One paragraph under the title.",          # optional
       "class_names": ["ball_blue", "ball_green", ...],          # the per-class table's rows, in this order
-      "class_groups": {"move_left": "motion", ...},             # optional: a group per class (all or some)
+      "class_groups": {"slide_left": "motion", ...},            # optional: a group per class (all or some)
+      "videos": 90,                                             # optional: test videos
       "streams": {                                              # at least one; rgb, flow, fused come first
-        "rgb":   {"top1": 0.61, "top5": 0.97, "mean_class": 0.60, "num_videos": 90,
+        "rgb":   {"top1": 0.61, "top5": 0.97, "mean_class": 0.60, "videos": 90,
                   "per_class": {"ball_blue": 1.0, ...}},
         "flow":  {...},
         "fused": {...}
@@ -22,7 +23,9 @@ The `results` dict (what an evaluation produces; JSON-compatible):
       "notes": ["...", ...]                                     # optional: shown as a list
     }
 
-Accuracies are fractions in [0, 1] (shown as percentages); any of them may be null (shown as "—").
+This is what `mateffnet.engine.evaluate.summarize` returns (plus the optional keys). Accuracies are
+fractions in [0, 1] (shown as percentages); any of them may be null or NaN (shown as "—", e.g. a class
+without test videos).
 `top1` is the fraction of test videos whose best-scoring class is right, `top5` the same for the five
 best, `mean_class` the mean over classes of each class's top-1 (TSN's "accuracy"); `per_class` maps a
 class name to that class's top-1. Unknown keys are refused, so a misspelt metric does not silently vanish.
@@ -43,8 +46,9 @@ from pathlib import Path
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_text
 
-RESULT_KEYS = ("title", "description", "class_names", "class_groups", "streams", "fusion_weights", "details", "notes")
-STREAM_KEYS = ("top1", "top5", "mean_class", "num_videos", "per_class")
+RESULT_KEYS = ("title", "description", "class_names", "class_groups", "videos", "streams", "fusion_weights", "details",
+               "notes")
+STREAM_KEYS = ("top1", "top5", "mean_class", "videos", "per_class")
 METRICS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class", "mean class accuracy"))
 STREAM_ORDER = ("rgb", "flow", "fused")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
@@ -105,7 +109,7 @@ def render_report(results: dict, sections: dict[str, list[tuple[str, str, int | 
     from mateffnet import __version__
 
     title = results.get("title") or "mateffnet results"
-    streams = _ordered_streams(results["streams"])
+    streams = _ordered_streams(_without_nan(results["streams"]))
     parts = [f"<h1>{_e(title)}</h1>"]
     if results.get("description"):
         parts.append(f'<p class="lead">{_e(results["description"])}</p>')
@@ -139,7 +143,7 @@ def _summary_table(streams: dict, fusion_weights: dict | None) -> str:
     for name, metrics in streams.items():
         cells = "".join(_accuracy_cell(metrics.get(key), metrics.get(key) == best[key] and len(streams) > 1)
                         for key, _ in METRICS)
-        videos = metrics.get("num_videos")
+        videos = metrics.get("videos")
         rows.append(f"<tr><th>{_e(_stream_label(name))}</th>{cells}<td>{'' if videos is None else _e(videos)}</td></tr>")
     weights = ""
     if fusion_weights:
@@ -222,6 +226,15 @@ def _image_sections(images: dict) -> dict[str, list[tuple[str, str, int | None]]
     return sections
 
 
+def _without_nan(streams: dict) -> dict:
+    """NaN accuracies (nothing to measure) become None, so that they show as "—" and are never "best"."""
+    def clean(value):
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return {name: {key: ({c: clean(v) for c, v in value.items()} if key == "per_class" and value else clean(value))
+                   for key, value in metrics.items()} for name, metrics in streams.items()}
+
+
 def _ordered_streams(streams: dict) -> dict:
     order = [n for n in STREAM_ORDER if n in streams] + [n for n in streams if n not in STREAM_ORDER]
     return {n: streams[n] for n in order}
@@ -243,9 +256,9 @@ def _check_keys(where: str, data: dict, known: tuple[str, ...]) -> None:
 
 
 def _check_fraction(where: str, value) -> None:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= 1:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:
         raise MateffnetError(f"{where} must be an accuracy in [0, 1] (a fraction, not a percentage) or null, got {value!r}")
 
 
