@@ -1,0 +1,200 @@
+import numpy as np
+import pytest
+import torch
+
+from mateffnet.data.synthetic import (
+    CLASS_NAMES,
+    SYNTHETIC_CLASSES,
+    make_synthetic_dataset,
+    read_video_frames,
+    render_video,
+    video_rng,
+)
+from mateffnet.errors import MateffnetError
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """Two 10-frame 64×64 videos per class, written once for the tests that only read them."""
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_dataset(root, videos_per_class=2, frames=10, size=64, seed=7, progress=False)
+
+
+def read_list(path):
+    return [(line.split()[0], int(line.split()[1])) for line in path.read_text().splitlines()]
+
+
+def label_of(name):
+    return CLASS_NAMES.index(name)
+
+
+def test_layout_lists_and_labels(small_dataset):
+    root = small_dataset.root
+    assert (root / "classes.txt").read_text().splitlines() == list(CLASS_NAMES)
+    assert list(CLASS_NAMES) == sorted(CLASS_NAMES)  # folder-per-class readers sort: same labels
+    train, test = read_list(small_dataset.train_list), read_list(small_dataset.test_list)
+    assert len(train) == len(test) == len(CLASS_NAMES)  # 2 videos per class: 1 train, 1 test
+    for relative, label in train + test:
+        folder, file = relative.split("/")
+        assert folder == CLASS_NAMES[label] and file.startswith(folder + "_") and file.endswith(".mp4")
+        assert (root / relative).is_file()
+    assert not set(train) & set(test)
+    assert small_dataset.written == 18 and small_dataset.kept == 0
+    assert {c.group for c in SYNTHETIC_CLASSES} == {"motion", "appearance"}
+
+
+def test_every_listed_video_decodes_to_the_requested_frames(small_dataset):
+    for relative, _ in read_list(small_dataset.train_list) + read_list(small_dataset.test_list):
+        frames = read_video_frames(small_dataset.root / relative)
+        assert frames.shape == (10, 64, 64, 3) and frames.dtype == np.uint8
+        assert frames.std() > 10  # a real picture, not a flat frame
+
+
+def test_encoded_frames_stay_close_to_the_rendered_ones(small_dataset):
+    relative, label = read_list(small_dataset.train_list)[0]
+    rendered = render_video(CLASS_NAMES[label], video_rng(7, label, 0), 10, 64).astype(np.float64)
+    decoded = read_video_frames(small_dataset.root / relative).astype(np.float64)
+    assert np.abs(decoded - rendered).mean() < 6  # H.264 at CRF 17 (4:2:0 chroma) keeps the picture
+
+
+def test_same_seed_same_frames_other_seed_other_frames(tmp_path, small_dataset):
+    again = make_synthetic_dataset(tmp_path / "again", videos_per_class=2, frames=10, size=64, seed=7, progress=False)
+    other = make_synthetic_dataset(tmp_path / "other", videos_per_class=2, frames=10, size=64, seed=8, progress=False)
+    for relative in ("spin_cw/spin_cw_000.mp4", "ball_red/ball_red_001.mp4"):
+        first = read_video_frames(small_dataset.root / relative)
+        np.testing.assert_array_equal(read_video_frames(again.root / relative), first)
+        assert np.abs(read_video_frames(other.root / relative).astype(int) - first).mean() > 5
+
+
+def test_rerun_keeps_finished_videos_and_redoes_missing_ones(tmp_path):
+    options = dict(videos_per_class=2, frames=4, size=48, seed=1, progress=False)
+    first = make_synthetic_dataset(tmp_path / "d", **options)
+    missing = tmp_path / "d" / "slide_left" / "slide_left_001.mp4"
+    before = read_video_frames(missing)
+    missing.unlink()
+    (tmp_path / "d" / "spin_cw" / "spin_cw_000.mp4").write_bytes(b"")  # a damaged file is redone too
+    second = make_synthetic_dataset(tmp_path / "d", **options)
+    assert (first.written, second.written, second.kept) == (18, 2, 16)
+    np.testing.assert_array_equal(read_video_frames(missing), before)
+    assert read_video_frames(tmp_path / "d" / "spin_cw" / "spin_cw_000.mp4").shape == (4, 48, 48, 3)
+
+
+def test_a_folder_with_other_settings_or_other_content_is_refused(tmp_path):
+    make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=48, seed=1, progress=False)
+    with pytest.raises(MateffnetError, match=r"other settings \(seed 1 → 2\)"):
+        make_synthetic_dataset(tmp_path / "d", videos_per_class=2, frames=4, size=48, seed=2, progress=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(MateffnetError, match="exists and is not empty"):
+        make_synthetic_dataset(tmp_path / "mine", videos_per_class=2, frames=4, size=48, progress=False)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"size": 63}, "size must be even"), ({"size": 32}, "size must be an integer ≥ 48"),
+     ({"frames": 1}, "frames must be an integer ≥ 2"),
+     ({"videos_per_class": 1}, "videos_per_class must be an integer ≥ 2"),
+     ({"test_fraction": 1.0}, "test_fraction must be between 0 and 1"), ({"codec": "vp9"}, "codec must be")],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, options, message):
+    with pytest.raises(MateffnetError, match=message):
+        make_synthetic_dataset(tmp_path / "d", progress=False, **options)
+
+
+def test_render_is_deterministic_and_checks_the_class():
+    a = render_video("rings_expand", video_rng(3, 4, 5), 6, 48)
+    b = render_video("rings_expand", video_rng(3, 4, 5), 6, 48)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (6, 48, 48, 3)
+    with pytest.raises(MateffnetError, match="unknown synthetic class 'jump'"):
+        render_video("jump", video_rng(0, 0, 0))
+
+
+# ---- the properties the two streams rely on ------------------------------------------------------------
+
+def mean_motion(frames):
+    """Farneback flow between consecutive decoded frames → (mean vx, mean vy, mean radial, mean curl) of the
+    moving pixels; radial/curl are measured around the centroid of the moving pixels (y points down, so a
+    positive curl is clockwise on screen)."""
+    from mateffnet.flow import compute_flow
+
+    gray = torch.from_numpy(frames).float().mean(-1)
+    flow = compute_flow(gray[:-1], gray[1:], method="farneback").numpy()  # (N-1, 2, H, W)
+    vx, vy = flow[:, 0], flow[:, 1]
+    moving = np.hypot(vx, vy) > 0.5
+    ys, xs = np.nonzero(moving.any(0))
+    cy, cx = ys.mean() + 0.5, xs.mean() + 0.5
+    grid_y, grid_x = np.mgrid[0:frames.shape[1], 0:frames.shape[2]] + 0.5
+    rx, ry = grid_x - cx, grid_y - cy
+    radial = (rx * vx + ry * vy) / np.maximum(np.hypot(rx, ry), 1.0)
+    curl = (rx * vy - ry * vx) / np.maximum(np.hypot(rx, ry), 1.0)
+    return {name: float(value[moving].mean()) for name, value in
+            (("vx", vx), ("vy", vy), ("radial", radial), ("curl", curl), ("abs_vx", np.abs(vx)), ("abs_vy", np.abs(vy)))}
+
+
+def test_motion_classes_move_as_named_in_the_decoded_videos(small_dataset):
+    for index in range(2):
+        motion = {name: mean_motion(read_video_frames(small_dataset.root / name / f"{name}_{index:03d}.mp4"))
+                  for name in CLASS_NAMES}
+        assert motion["slide_left"]["vx"] < -0.5 < 0.5 < motion["slide_right"]["vx"]
+        assert motion["rings_contract"]["radial"] < -0.2 < 0.2 < motion["rings_expand"]["radial"]
+        assert motion["spin_ccw"]["curl"] < -0.2 < 0.2 < motion["spin_cw"]["curl"]
+        for ball in ("ball_red", "ball_green", "ball_blue"):
+            assert motion[ball]["abs_vy"] > 2 * motion[ball]["abs_vx"]  # bobbing up and down
+
+
+def ks_distance(a, b):
+    """Two-sample Kolmogorov–Smirnov statistic."""
+    values = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(np.sort(a), values, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), values, side="right") / len(b)
+    return np.abs(cdf_a - cdf_b).max()
+
+
+def frame_statistics(frame):
+    """Appearance statistics of one frame: where the coloured object is (chroma-weighted centre of mass, the
+    backgrounds being dull) and its colour (mean Cb, Cr and luma of the strongly coloured pixels); None
+    when the object is too dull to find this way."""
+    rgb = frame.astype(np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    cb, cr = (rgb[..., 2] - luma) / 1.772, (rgb[..., 0] - luma) / 1.402
+    weight = np.clip(np.hypot(cb, cr) - 22, 0, None)
+    strong = weight > 8
+    if strong.sum() < 20:
+        return None
+    ys, xs = np.mgrid[0:frame.shape[0], 0:frame.shape[1]]
+    return {"x": (weight * xs).sum() / weight.sum(), "y": (weight * ys).sum() / weight.sum(),
+            "cb": cb[strong].mean(), "cr": cr[strong].mean(), "luma": luma[strong].mean()}
+
+
+def statistics(name, videos=60, frame=0):
+    label = label_of(name)
+    rows = [frame_statistics(render_video(name, video_rng(11, label, i), frame + 1, 64)[frame]) for i in range(videos)]
+    rows = [row for row in rows if row is not None]
+    assert len(rows) >= 0.75 * videos
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
+
+
+def ks_critical(a, b, alpha_factor=1.63):
+    """The two-sample KS distance above which the distributions differ at α = 0.01."""
+    return alpha_factor * np.sqrt((len(a) + len(b)) / (len(a) * len(b)))
+
+
+@pytest.mark.parametrize("frame", [0, 11])
+def test_a_single_frame_does_not_tell_left_from_right(frame):
+    left, right = statistics("slide_left", frame=frame), statistics("slide_right", frame=frame)
+    for key in ("x", "y", "cb", "cr", "luma"):
+        assert ks_distance(left[key], right[key]) < ks_critical(left[key], right[key]), key
+    # the positions really are spread over the frame, for both directions
+    assert left["x"].min() < 16 and left["x"].max() > 48 and right["x"].min() < 16 and right["x"].max() > 48
+
+
+def test_ball_colours_differ_while_their_brightness_and_motion_do_not():
+    balls = {name: statistics(name) for name in ("ball_red", "ball_green", "ball_blue")}
+    hues = {name: np.arctan2(s["cr"], s["cb"]) for name, s in balls.items()}
+    for a in balls:
+        for b in balls:
+            if a < b:
+                assert ks_distance(hues[a], hues[b]) == 1.0  # colour separates the classes completely
+                for key in ("luma", "y"):  # brightness does not, nor where the ball is
+                    assert ks_distance(balls[a][key], balls[b][key]) < ks_critical(balls[a][key], balls[b][key]), key
