@@ -1,0 +1,186 @@
+"""Fused Triton kernels for the TV-L1 iterations on CUDA (the reference is `tvl1.solve_warp_torch`).
+
+One launch runs `steps` whole primal-dual iterations (thresholding, divergence, primal update, forward
+gradient, dual update) on a tile of the image kept in registers, so the state (u1, u2, p11, p12, p21,
+p22 and the warped-image terms I1wx, I1wy, rho_c) crosses device memory once per launch instead of
+several times per iteration. Neighbour values come from `tl.gather` inside the tile; every iteration
+spoils one more pixel at the tile's edge (the update reads each neighbour once), so a tile of BH × BW
+writes back its (BH - 2·steps) × (BW - 2·steps) interior and tiles overlap by `steps` pixels.
+
+The arithmetic is the reference's, term by term, so both agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from mateffnet.flow.tvl1 import TVL1Params, median_filter
+
+# Tile shapes: (BH, BW, num_warps) per number of iterations fused into one launch.
+_TILES = {1: (16, 64, 4), 2: (16, 64, 4)}
+_DEFAULT_TILE = (32, 64, 8)
+_FLT_EPSILON = 1.1920928955078125e-07
+
+
+@triton.jit
+def _iterations_kernel(
+    u_ptr, p_ptr, c_ptr, u_out_ptr, p_out_ptr, active_ptr, error_ptr,
+    H, W, l_t, theta, taut,
+    STEPS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, TRACK: tl.constexpr,
+):
+    OH: tl.constexpr = BH - 2 * STEPS
+    OW: tl.constexpr = BW - 2 * STEPS
+    pair = tl.program_id(2).to(tl.int64)
+    ri = tl.arange(0, BH)[:, None]
+    ci = tl.arange(0, BW)[None, :]
+    y = tl.program_id(1) * OH - STEPS + ri
+    x = tl.program_id(0) * OW - STEPS + ci
+    inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+    plane = H * W
+    offs = y * W + x
+    u_base = u_ptr + pair * 2 * plane + offs
+    p_base = p_ptr + pair * 4 * plane + offs
+    c_base = c_ptr + pair * 3 * plane + offs
+    u1 = tl.load(u_base, mask=inside, other=0.0)
+    u2 = tl.load(u_base + plane, mask=inside, other=0.0)
+    p11 = tl.load(p_base, mask=inside, other=0.0)
+    p12 = tl.load(p_base + plane, mask=inside, other=0.0)
+    p21 = tl.load(p_base + 2 * plane, mask=inside, other=0.0)
+    p22 = tl.load(p_base + 3 * plane, mask=inside, other=0.0)
+    i1wx = tl.load(c_base, mask=inside, other=0.0)
+    i1wy = tl.load(c_base + plane, mask=inside, other=0.0)
+    rho_c = tl.load(c_base + 2 * plane, mask=inside, other=0.0)
+    inv_grad = 1.0 / tl.maximum(i1wx * i1wx + i1wy * i1wy, 1.1920928955078125e-07)
+
+    # Image-boundary rules of the discrete operators (OpenCV's divergence and forwardGradient).
+    has_left = x > 0
+    has_up = y > 0
+    has_right = x < W - 1
+    has_down = y < H - 1
+    left = tl.broadcast_to(tl.maximum(ci - 1, 0), (BH, BW))
+    right = tl.broadcast_to(tl.minimum(ci + 1, BW - 1), (BH, BW))
+    up = tl.broadcast_to(tl.maximum(ri - 1, 0), (BH, BW))
+    down = tl.broadcast_to(tl.minimum(ri + 1, BH - 1), (BH, BW))
+
+    u1_old = u1
+    u2_old = u2
+    for _ in tl.static_range(STEPS):
+        u1_old = u1
+        u2_old = u2
+        rho = rho_c + i1wx * u1 + i1wy * u2
+        fi = -tl.minimum(tl.maximum(rho * inv_grad, -l_t), l_t)
+        div1 = p11 + p12 - tl.where(has_left, tl.gather(p11, left, 1), 0.0) - tl.where(has_up, tl.gather(p12, up, 0), 0.0)
+        div2 = p21 + p22 - tl.where(has_left, tl.gather(p21, left, 1), 0.0) - tl.where(has_up, tl.gather(p22, up, 0), 0.0)
+        u1 = u1 + fi * i1wx + theta * div1
+        u2 = u2 + fi * i1wy + theta * div2
+        g11 = tl.where(has_right, tl.gather(u1, right, 1) - u1, 0.0)
+        g12 = tl.where(has_down, tl.gather(u1, down, 0) - u1, 0.0)
+        g21 = tl.where(has_right, tl.gather(u2, right, 1) - u2, 0.0)
+        g22 = tl.where(has_down, tl.gather(u2, down, 0) - u2, 0.0)
+        n1 = 1.0 / (1.0 + taut * tl.sqrt(g11 * g11 + g12 * g12))
+        n2 = 1.0 / (1.0 + taut * tl.sqrt(g21 * g21 + g22 * g22))
+        p11 = (p11 + taut * g11) * n1
+        p12 = (p12 + taut * g12) * n1
+        p21 = (p21 + taut * g21) * n2
+        p22 = (p22 + taut * g22) * n2
+
+    interior = inside & (ri >= STEPS) & (ri < BH - STEPS) & (ci >= STEPS) & (ci < BW - STEPS)
+    if TRACK:
+        # OpenCV's stopping rule (STEPS == 1): per-pair squared change of the flow; pairs already
+        # converged keep their state.
+        active = tl.load(active_ptr + pair) != 0
+        change = tl.where(interior, (u1 - u1_old) * (u1 - u1_old) + (u2 - u2_old) * (u2 - u2_old), 0.0)
+        tl.atomic_add(error_ptr + pair, tl.sum(tl.sum(change, axis=1), axis=0))
+        keep = interior & ~active
+        u1 = tl.where(keep, u1_old, u1)
+        u2 = tl.where(keep, u2_old, u2)
+        p11 = tl.where(keep, tl.load(p_base, mask=keep, other=0.0), p11)
+        p12 = tl.where(keep, tl.load(p_base + plane, mask=keep, other=0.0), p12)
+        p21 = tl.where(keep, tl.load(p_base + 2 * plane, mask=keep, other=0.0), p21)
+        p22 = tl.where(keep, tl.load(p_base + 3 * plane, mask=keep, other=0.0), p22)
+    uo = u_out_ptr + pair * 2 * plane + offs
+    po = p_out_ptr + pair * 4 * plane + offs
+    tl.store(uo, u1, mask=interior)
+    tl.store(uo + plane, u2, mask=interior)
+    tl.store(po, p11, mask=interior)
+    tl.store(po + plane, p12, mask=interior)
+    tl.store(po + 2 * plane, p21, mask=interior)
+    tl.store(po + 3 * plane, p22, mask=interior)
+
+
+def median_filter_masked(u: torch.Tensor, size: int, active: torch.Tensor | None) -> torch.Tensor:
+    """Median of each flow plane of (N, C, H, W), only for the pairs where `active` (N,) is nonzero.
+
+    On CUDA the reference's min/max network is compiled by torch.compile into one kernel (25 reads and
+    ~200 min/max per pixel, no sort); the same function runs eagerly elsewhere.
+    """
+    n, c, h, w = u.shape
+    median = _compiled_median() if u.is_cuda else median_filter
+    filtered = median(u.reshape(n * c, h, w), size).view(n, c, h, w)
+    if active is None:
+        return filtered
+    return torch.where(active.view(n, 1, 1, 1) != 0, filtered, u)
+
+
+@functools.cache
+def _compiled_median():
+    return torch.compile(median_filter, dynamic=True)
+
+
+def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int, active=None, error=None):
+    """`steps` iterations from (u, duals) into (out_u, out_duals); with `active`/`error` (steps == 1),
+    also OpenCV's per-pair error, and pairs not active are left unchanged."""
+    n, _, h, w = u.shape
+    bh, bw, warps = _TILES.get(steps, _DEFAULT_TILE)
+    track = active is not None
+    if track and steps != 1:
+        raise ValueError("the stopping rule is checked after every iteration: steps must be 1")
+    grid = (triton.cdiv(w, bw - 2 * steps), triton.cdiv(h, bh - 2 * steps), n)
+    dummy = u if not track else None
+    _iterations_kernel[grid](
+        u, duals, consts, out_u, out_duals,
+        active if track else dummy, error if track else dummy,
+        h, w, p.lambda_ * p.theta, p.theta, p.tau / p.theta,
+        STEPS=steps, BH=bh, BW=bw, TRACK=track, num_warps=warps,
+    )
+
+
+def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_launch: int = 4):
+    """Drop-in for `tvl1.solve_warp_torch` (gamma = 0): one warp's iterations with fused kernels.
+
+    With epsilon > 0 every iteration is a launch that also sums OpenCV's error per pair and freezes
+    converged pairs, and the host checks for all pairs converged every 10 iterations; with epsilon = 0
+    the count is fixed, `steps_per_launch` iterations run per launch and nothing waits for the host.
+    """
+    n, _, h, w = u.shape
+    consts = torch.stack((i1wx, i1wy, rho_c), dim=1)
+    u, duals = u.contiguous(), duals.contiguous()
+    u_next, duals_next = torch.empty_like(u), torch.empty_like(duals)
+    track = p.epsilon > 0
+    active = torch.ones(n, dtype=torch.int32, device=u.device)
+    error = torch.zeros(n, dtype=torch.float32, device=u.device)
+    scaled_epsilon = p.epsilon * p.epsilon * h * w
+    done_iterations = 0
+    for _ in range(p.outer_iterations):
+        if p.median_filtering > 1:
+            u = median_filter_masked(u, p.median_filtering, active if track else None)
+        remaining = p.inner_iterations
+        while remaining > 0:
+            steps = 1 if track else min(steps_per_launch, remaining)
+            if track:
+                error.zero_()
+                run_iterations(u, duals, consts, u_next, duals_next, p, 1, active, error)
+                active &= (error > scaled_epsilon).int()
+            else:
+                run_iterations(u, duals, consts, u_next, duals_next, p, steps)
+            u, u_next = u_next, u
+            duals, duals_next = duals_next, duals
+            remaining -= steps
+            done_iterations += steps
+            if track and done_iterations % 10 == 0 and not bool(active.any()):
+                return u, duals
+    return u, duals
