@@ -12,18 +12,19 @@ The arithmetic is the reference's, term by term, so both agree to float32 roundi
 
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
-from mateffnet.flow.tvl1 import TVL1Params, median_filter
+from mateffnet.flow.median_triton import median_filter_triton
+from mateffnet.flow.tvl1 import TVL1Params
 
-# Tile shapes: (BH, BW, num_warps) per number of iterations fused into one launch.
-_TILES = {1: (16, 64, 4), 2: (16, 64, 4)}
-_DEFAULT_TILE = (32, 64, 8)
-_FLT_EPSILON = 1.1920928955078125e-07
+# Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count.
+STEPS_PER_LAUNCH = 6
+KERNEL = "gather"  # or "loads": one iteration per launch, neighbours recomputed from memory
+TILES = {1: (16, 64, 4), 2: (16, 64, 4), 6: (64, 64, 16)}
+DEFAULT_TILE = (32, 64, 8)
 
 
 @triton.jit
@@ -112,30 +113,79 @@ def _iterations_kernel(
     tl.store(po + 3 * plane, p22, mask=interior)
 
 
-def median_filter_masked(u: torch.Tensor, size: int, active: torch.Tensor | None) -> torch.Tensor:
-    """Median of each flow plane of (N, C, H, W), only for the pairs where `active` (N,) is nonzero.
+@triton.jit
+def _primal_at(u_base, p_base, c_base, y, x, H, W, plane, l_t, theta):
+    """u after one primal step at pixels (y, x), from the state in memory (estimateV + estimateU)."""
+    inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+    offs = y * W + x
+    u1 = tl.load(u_base + offs, mask=inside, other=0.0)
+    u2 = tl.load(u_base + plane + offs, mask=inside, other=0.0)
+    i1wx = tl.load(c_base + offs, mask=inside, other=0.0)
+    i1wy = tl.load(c_base + plane + offs, mask=inside, other=0.0)
+    rho_c = tl.load(c_base + 2 * plane + offs, mask=inside, other=0.0)
+    left = inside & (x > 0)
+    up = inside & (y > 0)
+    div1 = (tl.load(p_base + offs, mask=inside, other=0.0) + tl.load(p_base + plane + offs, mask=inside, other=0.0)
+            - tl.load(p_base + offs - 1, mask=left, other=0.0) - tl.load(p_base + plane + offs - W, mask=up, other=0.0))
+    div2 = (tl.load(p_base + 2 * plane + offs, mask=inside, other=0.0) + tl.load(p_base + 3 * plane + offs, mask=inside, other=0.0)
+            - tl.load(p_base + 2 * plane + offs - 1, mask=left, other=0.0) - tl.load(p_base + 3 * plane + offs - W, mask=up, other=0.0))
+    inv_grad = 1.0 / tl.maximum(i1wx * i1wx + i1wy * i1wy, 1.1920928955078125e-07)
+    rho = rho_c + i1wx * u1 + i1wy * u2
+    fi = -tl.minimum(tl.maximum(rho * inv_grad, -l_t), l_t)
+    return u1 + fi * i1wx + theta * div1, u2 + fi * i1wy + theta * div2
 
-    On CUDA the reference's min/max network is compiled by torch.compile into one kernel (25 reads and
-    ~200 min/max per pixel, no sort); the same function runs eagerly elsewhere.
-    """
-    n, c, h, w = u.shape
-    median = _compiled_median() if u.is_cuda else median_filter
-    filtered = median(u.reshape(n * c, h, w), size).view(n, c, h, w)
-    if active is None:
-        return filtered
-    return torch.where(active.view(n, 1, 1, 1) != 0, filtered, u)
+
+@triton.jit
+def _one_iteration_kernel(
+    u_ptr, p_ptr, c_ptr, u_out_ptr, p_out_ptr, H, W, l_t, theta, taut, BH: tl.constexpr, BW: tl.constexpr,
+):
+    """One iteration without tile exchange: the new u at the right and lower neighbours, which the dual
+    update needs, is recomputed from memory (neighbour reads hit the cache)."""
+    pair = tl.program_id(2).to(tl.int64)
+    y = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+    x = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
+    inside = (y < H) & (x < W)
+    plane = H * W
+    u_base = u_ptr + pair * 2 * plane
+    p_base = p_ptr + pair * 4 * plane
+    c_base = c_ptr + pair * 3 * plane
+    u1, u2 = _primal_at(u_base, p_base, c_base, y, x, H, W, plane, l_t, theta)
+    u1r, u2r = _primal_at(u_base, p_base, c_base, y, x + 1, H, W, plane, l_t, theta)
+    u1d, u2d = _primal_at(u_base, p_base, c_base, y + 1, x, H, W, plane, l_t, theta)
+    has_right = x < W - 1
+    has_down = y < H - 1
+    g11 = tl.where(has_right, u1r - u1, 0.0)
+    g12 = tl.where(has_down, u1d - u1, 0.0)
+    g21 = tl.where(has_right, u2r - u2, 0.0)
+    g22 = tl.where(has_down, u2d - u2, 0.0)
+    n1 = 1.0 / (1.0 + taut * tl.sqrt(g11 * g11 + g12 * g12))
+    n2 = 1.0 / (1.0 + taut * tl.sqrt(g21 * g21 + g22 * g22))
+    offs = y * W + x
+    po = p_out_ptr + pair * 4 * plane + offs
+    tl.store(po, (tl.load(p_base + offs, mask=inside) + taut * g11) * n1, mask=inside)
+    tl.store(po + plane, (tl.load(p_base + plane + offs, mask=inside) + taut * g12) * n1, mask=inside)
+    tl.store(po + 2 * plane, (tl.load(p_base + 2 * plane + offs, mask=inside) + taut * g21) * n2, mask=inside)
+    tl.store(po + 3 * plane, (tl.load(p_base + 3 * plane + offs, mask=inside) + taut * g22) * n2, mask=inside)
+    uo = u_out_ptr + pair * 2 * plane + offs
+    tl.store(uo, u1, mask=inside)
+    tl.store(uo + plane, u2, mask=inside)
 
 
-@functools.cache
-def _compiled_median():
-    return torch.compile(median_filter, dynamic=True)
+def run_one_iteration_loads(u, duals, consts, out_u, out_duals, p: TVL1Params, bh: int = 16, bw: int = 64, warps: int = 4):
+    """One iteration with `_one_iteration_kernel` (the variant without tl.gather)."""
+    n, _, h, w = u.shape
+    grid = (triton.cdiv(w, bw), triton.cdiv(h, bh), n)
+    _one_iteration_kernel[grid](
+        u, duals, consts, out_u, out_duals, h, w, p.lambda_ * p.theta, p.theta, p.tau / p.theta,
+        BH=bh, BW=bw, num_warps=warps,
+    )
 
 
-def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int, active=None, error=None):
+def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int, active=None, error=None, tile=None):
     """`steps` iterations from (u, duals) into (out_u, out_duals); with `active`/`error` (steps == 1),
     also OpenCV's per-pair error, and pairs not active are left unchanged."""
     n, _, h, w = u.shape
-    bh, bw, warps = _TILES.get(steps, _DEFAULT_TILE)
+    bh, bw, warps = tile or TILES.get(steps, DEFAULT_TILE)
     track = active is not None
     if track and steps != 1:
         raise ValueError("the stopping rule is checked after every iteration: steps must be 1")
@@ -149,7 +199,7 @@ def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int
     )
 
 
-def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_launch: int = 4):
+def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_launch: int | None = None):
     """Drop-in for `tvl1.solve_warp_torch` (gamma = 0): one warp's iterations with fused kernels.
 
     With epsilon > 0 every iteration is a launch that also sums OpenCV's error per pair and freezes
@@ -157,6 +207,7 @@ def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_laun
     the count is fixed, `steps_per_launch` iterations run per launch and nothing waits for the host.
     """
     n, _, h, w = u.shape
+    steps_per_launch = steps_per_launch or STEPS_PER_LAUNCH
     consts = torch.stack((i1wx, i1wy, rho_c), dim=1)
     u, duals = u.contiguous(), duals.contiguous()
     u_next, duals_next = torch.empty_like(u), torch.empty_like(duals)
@@ -167,7 +218,7 @@ def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_laun
     done_iterations = 0
     for _ in range(p.outer_iterations):
         if p.median_filtering > 1:
-            u = median_filter_masked(u, p.median_filtering, active if track else None)
+            u = median_filter_triton(u, p.median_filtering, active if track else None)
         remaining = p.inner_iterations
         while remaining > 0:
             steps = 1 if track else min(steps_per_launch, remaining)
@@ -175,6 +226,9 @@ def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_laun
                 error.zero_()
                 run_iterations(u, duals, consts, u_next, duals_next, p, 1, active, error)
                 active &= (error > scaled_epsilon).int()
+            elif KERNEL == "loads":
+                steps = 1
+                run_one_iteration_loads(u, duals, consts, u_next, duals_next, p)
             else:
                 run_iterations(u, duals, consts, u_next, duals_next, p, steps)
             u, u_next = u_next, u
