@@ -56,7 +56,6 @@ def test_accuracy_on_known_motion_matches_opencv_with_the_same_parameters(demo_g
         assert our_epe <= 1.3 * their_epe + 0.01, (name, rows)
 
 
-@pytest.mark.slow
 def test_accuracy_at_340x256_matches_opencv(demo_gray_frames, opencv_tvl1):
     rows = _compare_with_opencv(_suite(demo_gray_frames, 256, 340), opencv_tvl1)
     assert sum(r[1] for r in rows) <= 1.1 * sum(r[2] for r in rows), rows
@@ -72,17 +71,31 @@ def test_iterations_equal_opencvs_to_float_rounding_on_one_scale(demo_gray_frame
     assert (ours - reference).abs().mean() < 1e-4
 
 
-def test_not_worse_than_opencv_against_the_fields_shipped_flow(shared_data, opencv_tvl1):
+@pytest.mark.parametrize(
+    "params, slack",
+    [
+        ({"epsilon": 0.0, "inner_iterations": 30, "outer_iterations": 1}, 0.0),
+        # With the epsilon rule the two stop at different iterations (see the border note above);
+        # on this pair that leaves ours 0.006 units (0.1 %) further from the shipped flow than
+        # OpenCV, while the two differ from each other by 0.13 units and both from the shipped
+        # flow by 6.3 (more than zero flow does, 4.7: those JPEGs were not made from these frames
+        # as decoded here). BENCHMARKS.md has the numbers.
+        ({}, 0.05),
+    ],
+    ids=["fixed-30-iterations", "opencv-defaults"],
+)
+def test_not_worse_than_opencv_against_the_fields_shipped_flow(shared_data, opencv_tvl1, params, slack):
     cv2 = pytest.importorskip("cv2")
     folder = shared_data / "rawframes" / "v_ApplyEyeMakeup_g01_c01"
     bgr = [cv2.imread(str(folder / f"img_0000{i}.jpg")) for i in (1, 2)]
     gray = [torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)) for image in bgr]
     shipped = torch.stack([torch.from_numpy(cv2.imread(str(folder / f"{axis}_00001.jpg"), 0)) for axis in "xy"])
-    ours = quantize_flow(tvl1(gray[0][None], gray[1][None])[0])
-    reference = quantize_flow(opencv_tvl1(gray[0], gray[1]))
+    ours = quantize_flow(tvl1(gray[0][None], gray[1][None], **params)[0])
+    reference = quantize_flow(opencv_tvl1(gray[0], gray[1], **params))
     ours_mad = (ours.float() - shipped.float()).abs().mean()
     opencv_mad = (reference.float() - shipped.float()).abs().mean()
-    assert ours_mad <= opencv_mad, (float(ours_mad), float(opencv_mad))
+    assert ours_mad <= opencv_mad + slack, (float(ours_mad), float(opencv_mad))
+    assert (ours.float() - reference.float()).abs().mean() < 0.3  # and the two agree with each other
 
 
 def test_batched_pairs_give_the_same_flow_as_one_pair_at_a_time(demo_gray_frames):
@@ -208,8 +221,8 @@ _INTERPRETER_CHECK = textwrap.dedent(
     u = torch.randn(n, 2, h, w)
     duals = (torch.rand(n, 4, h, w) - 0.5) * 0.5
     i1wx, i1wy, rho_c = torch.randn(n, h, w) * 10, torch.randn(n, h, w) * 10, torch.randn(n, h, w) * 20
-    i1wx[2], i1wy[2], rho_c[2] = 0.1, 0.0, 0.0  # a pair that converges at once
-    for epsilon, inner, outer, steps in [(0.0, 7, 2, 3), (0.02, 4, 2, 1)]:
+    u[2], duals[2], rho_c[2] = 0.0, 0.0, 0.0  # a pair that does not move: it stops at once
+    for epsilon, inner, outer, steps in [(0.0, 7, 2, 3), (0.02, 6, 2, 1)]:
         p = TVL1Params(epsilon=epsilon, inner_iterations=inner, outer_iterations=outer)
         ref_u, ref_p = solve_warp_torch(u.clone(), duals.clone(), i1wx, i1wy, rho_c, p)
         out_u, out_p = solve_warp_triton(u.clone(), duals.clone(), i1wx, i1wy, rho_c, p, steps_per_launch=steps)

@@ -50,6 +50,7 @@ def flow_to_color(flow: torch.Tensor, max_magnitude: float | None = None) -> tor
     frac = (position - k0.float()).unsqueeze(-1)
     colour = (1 - frac) * wheel[k0] + frac * wheel[k1]  # (N, H, W, 3)
     r = radius.unsqueeze(-1)
-    colour = torch.where(r <= 1, 1 - r * (1 - colour), colour * 0.75)
+    inside = r <= 1 + 1e-6  # the largest vector itself, up to rounding, is not "beyond"
+    colour = torch.where(inside, 1 - r.clamp(max=1) * (1 - colour), colour * 0.75)
     image = (colour * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
     return image[0] if single else image

@@ -44,7 +44,8 @@ def raft(
             a = _prepare(frames0[start : start + batch_size])
             b = _prepare(frames1[start : start + batch_size])
             h, w = a.shape[-2:]
-            pad = (0, -w % 8, 0, -h % 8)  # RAFT needs sizes divisible by 8
+            # RAFT needs sizes divisible by 8 and at least 128 (its correlation pyramid).
+            pad = (0, max(128, w + -w % 8) - w, 0, max(128, h + -h % 8) - h)
             a, b = F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate")
             flow = net(a, b, num_flow_updates=iterations)[-1]
             flows.append(flow[:, :, :h, :w].float())

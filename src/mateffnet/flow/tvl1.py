@@ -228,39 +228,43 @@ def _one_scale(i0, i1, u, p: TVL1Params, solver):
 def solve_warp_torch(u, duals, i1wx, i1wy, rho_c, p: TVL1Params):
     """Run one warp's iterations with OpenCV's stopping rule, each pair stopping on its own.
 
-    u: (N, 2 or 3, H, W) flow (and u3), duals: (N, 4 or 6, H, W); both updated and returned.
+    u: (N, 2 or 3, H, W) flow (and u3), duals: (N, 4 or 6, H, W); returns the updated pair.
+    A pair whose flow stops changing (OpenCV's error ≤ epsilon² · area) leaves the batch, so the
+    others iterate on without paying for it.
     """
     n, _, h, w = u.shape
     # OpenCV leaves gamma² out of |∇I1|², also with gamma > 0.
     inv_grad = 1.0 / (i1wx * i1wx + i1wy * i1wy).clamp_min_(_FLT_EPSILON)
     scaled_epsilon = p.epsilon * p.epsilon * h * w
-    active = torch.ones(n, dtype=torch.bool, device=u.device)
-    all_active = True
+    alive = torch.arange(n, device=u.device)  # batch index of each pair still iterating
+    done_u = done_duals = None  # the state of the pairs that stopped, once one has
     for _ in range(p.outer_iterations):
         if p.median_filtering > 1:
-            filtered = median_filter(u[:, :2].reshape(-1, h, w), p.median_filtering).view(n, 2, h, w)
-            u = torch.cat([_select(active, all_active, filtered, u[:, :2]), u[:, 2:]], dim=1)
+            filtered = median_filter(u[:, :2].reshape(-1, h, w), p.median_filtering)
+            u = torch.cat([filtered.view(-1, 2, h, w), u[:, 2:]], dim=1)
         for _ in range(p.inner_iterations):
-            u_new, duals_new = primal_dual_step(u, duals, i1wx, i1wy, rho_c, inv_grad, p)
+            u_new, duals = primal_dual_step(u, duals, i1wx, i1wy, rho_c, inv_grad, p)
             if p.epsilon > 0:
                 error = (u_new[:, :2] - u[:, :2]).square_().sum(dim=(1, 2, 3))
-                still_active = active & (error > scaled_epsilon)
-            u = _select(active, all_active, u_new, u)
-            duals = _select(active, all_active, duals_new, duals)
+            u = u_new
             if p.epsilon > 0:
-                active = still_active
                 # One host synchronisation per iteration: the price of OpenCV's stopping rule.
-                n_active = int(active.sum())
-                if n_active == 0:
-                    return u, duals
-                all_active = n_active == n
-    return u, duals
-
-
-def _select(active, all_active: bool, new, old):
-    if all_active:
-        return new
-    return torch.where(active.view(-1, 1, 1, 1), new, old)
+                going_on = error > scaled_epsilon
+                if not bool(going_on.all()):
+                    if done_u is None:
+                        done_u, done_duals = torch.empty_like(u), torch.empty_like(duals)
+                    stopped = ~going_on
+                    done_u[alive[stopped]] = u[stopped]
+                    done_duals[alive[stopped]] = duals[stopped]
+                    alive, u, duals = alive[going_on], u[going_on], duals[going_on]
+                    i1wx, i1wy, rho_c, inv_grad = i1wx[going_on], i1wy[going_on], rho_c[going_on], inv_grad[going_on]
+                    if alive.numel() == 0:
+                        return done_u, done_duals
+    if done_u is None:
+        return u, duals
+    done_u[alive] = u
+    done_duals[alive] = duals
+    return done_u, done_duals
 
 
 def primal_dual_step(u, duals, i1wx, i1wy, rho_c, inv_grad, p: TVL1Params):

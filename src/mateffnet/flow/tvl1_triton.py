@@ -23,7 +23,7 @@ from mateffnet.flow.tvl1 import TVL1Params
 # Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count.
 STEPS_PER_LAUNCH = 6
 KERNEL = "gather"  # or "loads": one iteration per launch, neighbours recomputed from memory
-TILES = {1: (16, 64, 4), 2: (16, 64, 4), 6: (64, 64, 16)}
+TILES = {1: (16, 64, 4), 2: (16, 64, 4), 6: (32, 128, 16)}
 DEFAULT_TILE = (32, 64, 8)
 
 
@@ -202,9 +202,10 @@ def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int
 def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_launch: int | None = None):
     """Drop-in for `tvl1.solve_warp_torch` (gamma = 0): one warp's iterations with fused kernels.
 
-    With epsilon > 0 every iteration is a launch that also sums OpenCV's error per pair and freezes
-    converged pairs, and the host checks for all pairs converged every 10 iterations; with epsilon = 0
-    the count is fixed, `steps_per_launch` iterations run per launch and nothing waits for the host.
+    With epsilon = 0 the count is fixed: `steps_per_launch` iterations run per launch and nothing waits
+    for the host. With epsilon > 0 every iteration is a launch that also sums OpenCV's error per pair
+    and freezes the pairs that converged (exactly OpenCV's rule, per pair); every 10 iterations the host
+    looks, drops converged pairs from the batch and stops once none is left.
     """
     n, _, h, w = u.shape
     steps_per_launch = steps_per_launch or STEPS_PER_LAUNCH
@@ -215,6 +216,8 @@ def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_laun
     active = torch.ones(n, dtype=torch.int32, device=u.device)
     error = torch.zeros(n, dtype=torch.float32, device=u.device)
     scaled_epsilon = p.epsilon * p.epsilon * h * w
+    alive = torch.arange(n, device=u.device)  # batch index of each pair still iterating
+    done_u = done_duals = None  # the state of the pairs that stopped, once one has
     done_iterations = 0
     for _ in range(p.outer_iterations):
         if p.median_filtering > 1:
@@ -235,6 +238,21 @@ def solve_warp_triton(u, duals, i1wx, i1wy, rho_c, p: TVL1Params, steps_per_laun
             duals, duals_next = duals_next, duals
             remaining -= steps
             done_iterations += steps
-            if track and done_iterations % 10 == 0 and not bool(active.any()):
-                return u, duals
-    return u, duals
+            if track and done_iterations % 10 == 0:
+                going_on = active != 0
+                if not bool(going_on.all()):
+                    if done_u is None:
+                        done_u, done_duals = torch.empty_like(u), torch.empty_like(duals)
+                    stopped = ~going_on
+                    done_u[alive[stopped]] = u[stopped]
+                    done_duals[alive[stopped]] = duals[stopped]
+                    if not bool(going_on.any()):
+                        return done_u, done_duals
+                    alive, u, duals, consts = alive[going_on], u[going_on], duals[going_on], consts[going_on]
+                    active, error = active[going_on], error[going_on]
+                    u_next, duals_next = torch.empty_like(u), torch.empty_like(duals)
+    if done_u is None:
+        return u, duals
+    done_u[alive] = u
+    done_duals[alive] = duals
+    return done_u, done_duals

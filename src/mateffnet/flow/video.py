@@ -51,6 +51,8 @@ def write_flow_images(
         raise MateffnetError(f"flow bound {bound}; expected > 0 pixels")
     if batch_size < 1:
         raise MateffnetError(f"batch size {batch_size}; expected >= 1")
+    if not Path(video).is_file():
+        raise MateffnetError(f"video {video} does not exist")
     torch_device = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,11 +125,13 @@ def _flow_batch(frames, first_index, out, method, device, bound, params) -> int:
 
 
 def _write_jpeg(path: Path, image: torch.Tensor) -> None:
-    from torchvision.io import encode_jpeg
+    """(1, H, W) gray or (3, H, W) RGB uint8 → JPEG file (written under a temporary name, then renamed)."""
+    from PIL import Image
 
-    data = encode_jpeg(image.contiguous(), quality=JPEG_QUALITY)
+    array = image.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data.numpy().tobytes())
+        picture.save(tmp, format="JPEG", quality=JPEG_QUALITY)
 
 
 def _decode_rgb(path: Path):
@@ -137,8 +141,6 @@ def _decode_rgb(path: Path):
     """
     import av
 
-    if not path.is_file():
-        raise MateffnetError(f"video {path} does not exist")
     try:
         # Some real files (HMDB51) carry metadata that is not valid UTF-8.
         with av.open(str(path), metadata_errors="ignore") as container:
