@@ -92,17 +92,18 @@ def main() -> None:
 
     rate = _rate_opencv_pool(lambda a, b: farneback(a[None], b[None])[0], frames, cpu_pairs * 4, cores)
     rows.append(_row("OpenCV Farneback (CPU)", "CPU", "mateffnet defaults", 1, rate, _epe_farneback(suite)))
-    torch.set_num_threads(cores)
     for params in (TVL1_FAST, OPENCV_DEFAULTS):
         if args.quick and not params:
             continue
         label = "fast: 30×1 iterations, ε=0" if params else "OpenCV defaults (ε rule)"
         epe = _epe_ours(suite, "cpu", "torch", params)
-        n = cpu_pairs
+        rate = _rate_ours_process_pool(params, frames, cpu_pairs, cores)
+        rows.append(_row("ours TV-L1, plain PyTorch, 1 pair per process", "CPU", label, 1, rate, epe))
+        torch.set_num_threads(cores)
         start = time.perf_counter()
-        tvl1(real0[:n], real1[:n], backend="torch", **params)
-        rate = n / (time.perf_counter() - start)
-        rows.append(_row("ours TV-L1, plain PyTorch", "CPU", label, n, rate, epe))
+        tvl1(real0[:cpu_pairs], real1[:cpu_pairs], backend="torch", **params)
+        rate = cpu_pairs / (time.perf_counter() - start)
+        rows.append(_row(f"ours TV-L1, plain PyTorch, one batch on {cores} threads", "CPU", label, cpu_pairs, rate, epe))
 
     print()
     _print_speed_table(rows, [name for name in synthetic.standard_cases(8, 8)])
@@ -112,9 +113,11 @@ def main() -> None:
 
 
 def _row(method, device, params, batch, rate, epe):
+    rate, memory = rate if isinstance(rate, tuple) else (rate, None)
     mean = "n/a" if epe is None else f"{epe['mean']:.3f} px"
     print(f"  {method} · {device} · {params} · batch {batch}: {rate:.1f} pairs/s, EPE {mean}", flush=True)
-    return {"method": method, "device": device, "params": params, "batch": batch, "pairs_per_s": rate, "epe": epe}
+    return {"method": method, "device": device, "params": params, "batch": batch, "pairs_per_s": rate,
+            "gpu_memory_gib": memory, "epe": epe}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,6 +189,7 @@ def _rate_gpu(fn, frames0, frames1, batch, quick) -> float:
     a, b = frames0[:batch], frames1[:batch]
     fn(a, b)  # warm-up: compilation, autotuning, allocator
     torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     runs = 2 if quick else 5
     times = []
     for _ in range(runs):
@@ -193,7 +197,8 @@ def _rate_gpu(fn, frames0, frames1, batch, quick) -> float:
         fn(a, b)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return a.shape[0] / statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() - frames0.numel() * frames0.element_size() * 2
+    return a.shape[0] / statistics.median(times), peak / 2**30
 
 
 def _rate_opencv_pool(fn, frames, pairs, cores) -> float:
@@ -208,19 +213,43 @@ def _rate_opencv_pool(fn, frames, pairs, cores) -> float:
     return pairs / (time.perf_counter() - start)
 
 
+def _rate_ours_process_pool(params, frames, pairs, cores) -> float:
+    """Pairs/s of our CPU flow with one single-threaded worker process per core, one pair per task
+    (the way OpenCV runs here too, but processes: our per-operation Python steps would share one GIL)."""
+    import multiprocessing
+
+    jobs = [(frames[i % (len(frames) - 1)].numpy(), frames[i % (len(frames) - 1) + 1].numpy()) for i in range(pairs)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(cores, mp_context=context, initializer=_single_threaded) as pool:
+        list(pool.map(_ours_cpu_pair, [jobs[0]] * cores, [params] * cores))  # start-up and warm-up
+        start = time.perf_counter()
+        list(pool.map(_ours_cpu_pair, jobs, [params] * pairs))
+        return pairs / (time.perf_counter() - start)
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)
+
+
+def _ours_cpu_pair(job, params) -> None:
+    frame0, frame1 = job
+    tvl1(torch.from_numpy(frame0)[None], torch.from_numpy(frame1)[None], backend="torch", **params)
+
+
 def _print_speed_table(rows, case_names):
     reference = {r["params"]: r["pairs_per_s"] for r in rows if r["method"].startswith("OpenCV TV-L1")}
     print("| method | device | parameters | batch | pairs/s | × OpenCV TV-L1 (same parameters, all CPU cores) "
-          f"| EPE mean (px) | EPE {' / '.join(case_names)} |")
-    print("|---|---|---|---:|---:|---:|---:|---|")
+          f"| GPU memory (GiB) | EPE mean (px) | EPE {' / '.join(case_names)} |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         ratio = r["pairs_per_s"] / reference[r["params"]] if r["params"] in reference else None
         epe = r["epe"]
         ratio_text = "" if ratio is None else f"{ratio:.1f}×"
         mean_text = "n/a" if epe is None else f"{epe['mean']:.3f}"
         cases_text = "n/a" if epe is None else " / ".join(f"{e:.3f}" for e in epe["per_case"])
+        memory_text = "" if r["gpu_memory_gib"] is None else f"{r['gpu_memory_gib']:.2f}"
         print(f"| {r['method']} | {r['device']} | {r['params']} | {r['batch']} | {r['pairs_per_s']:.1f} | "
-              f"{ratio_text} | {mean_text} | {cases_text} |")
+              f"{ratio_text} | {memory_text} | {mean_text} | {cases_text} |")
 
 
 def _shipped_agreement(folder: Path):

@@ -20,7 +20,11 @@ outside the image, and the warp positions are not rounded to 1/32 px.
 Two interchangeable solvers run the iterations: a plain PyTorch one (the reference; CPU and any GPU)
 and a fused Triton one for CUDA (`flow/tvl1_triton.py`) that runs several iterations per kernel
 launch in on-chip memory. With `epsilon=0` the iteration count is fixed, which never synchronises the
-host; that is how dataset-scale extraction should call it.
+host; that is how dataset-scale extraction should call it (`mateffnet.flow.TVL1_FAST`).
+
+Throughput (BENCHMARKS.md): on a GPU pass large batches of pairs already on the device (64 pairs of
+340x256 reach ~95 % of the H100's rate, 128–256 fill it). On the CPU run one pair per worker process
+with torch.set_num_threads(1): a single large batch on many threads is limited by memory bandwidth.
 """
 
 from __future__ import annotations
@@ -392,7 +396,7 @@ def _pick_solver(backend: str, device: torch.device, p: TVL1Params):
         why = (
             "needs a CUDA device" if not on_triton_device
             else "does not implement gamma > 0" if p.gamma != 0
-            else "needs the triton package (pip install triton)"
+            else "needs the triton package, 3.2 or newer (pip install -U triton)"
         )
         raise MateffnetError(f"TV-L1 backend 'triton' {why}; use backend='torch'")
     if usable:
@@ -404,10 +408,10 @@ def _pick_solver(backend: str, device: torch.device, p: TVL1Params):
 
 def _triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        import triton.language
     except ImportError:
         return False
-    return True
+    return hasattr(triton.language, "gather")  # Triton >= 3.2
 
 
 __all__ = ["TVL1Params", "tvl1", "to_gray", "pyramid_sizes"]

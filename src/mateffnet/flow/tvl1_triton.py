@@ -22,7 +22,9 @@ from mateffnet.flow.tvl1 import TVL1Params
 
 # Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count.
 STEPS_PER_LAUNCH = 6
-KERNEL = "gather"  # or "loads": one iteration per launch, neighbours recomputed from memory
+# "loads": one iteration per launch, the neighbours' new u recomputed from memory instead of exchanged
+# in the tile; simpler, ~1.7x slower on an H100 (benchmarks/flow_kernels.py). Kept for comparison.
+KERNEL = "gather"
 TILES = {1: (16, 64, 4), 2: (16, 64, 4), 6: (32, 128, 16)}
 DEFAULT_TILE = (32, 64, 8)
 
