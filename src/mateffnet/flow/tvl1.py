@@ -13,9 +13,13 @@ parameters and defaults:
   rule (stop once the squared change of the flow summed over the image is ≤ epsilon² · area);
 - optional illumination term `gamma` (OpenCV's u3).
 
-Differences from OpenCV's CPU code, both of which it shares with OpenCV's CUDA implementation (the one
-behind the field's denseflow flow): the bicubic warp replicates the border instead of reading zeros
-outside the image, and the warp positions are not rounded to 1/32 px.
+Differences from OpenCV's CPU code: the bicubic warp replicates the image border instead of reading
+zeros outside it, and its positions are not rounded to 1/32 px (both as in OpenCV's CUDA version, the
+one behind the field's denseflow flow); where |∇I1|² ≤ FLT_EPSILON the thresholding step may move v
+by up to 2e-5 px where OpenCV leaves it (see `primal_dual_step`). With one scale and one warp the
+flow equals OpenCV's to float rounding. The border changes the warped data term near the edges, and
+with it the iteration at which the epsilon rule stops: over the synthetic suite ours is as accurate
+or better on average, and on single cases either way by a few hundredths of a pixel (tests/flow).
 
 Two interchangeable solvers run the iterations: a plain PyTorch one (the reference; CPU and any GPU)
 and a fused Triton one for CUDA (`flow/tvl1_triton.py`) that runs several iterations per kernel
@@ -96,7 +100,8 @@ def tvl1(
     """TV-L1 flow from each frame of `frames0` to the same-index frame of `frames1`.
 
     frames: (N, H, W) grayscale or (N, 3, H, W) RGB, uint8 or float in 0–255 units (not 0–1 as
-    OpenCV reads float images), on any device. Colour is converted to gray with OpenCV's weights.
+    OpenCV reads float images), on any device. Colour is converted to gray with OpenCV's weights
+    (kept in float, where cv2.cvtColor would round to uint8).
     Returns (N, 2, H, W) float32 flow in pixels on the input's device (channel 0 = x, 1 = y).
 
     params: the fields of `TVL1Params` (OpenCV's names in snake case: tau, lambda_, theta, nscales,
@@ -113,6 +118,8 @@ def tvl1(
     gray0, gray1 = to_gray(frames0, "frames0"), to_gray(frames1, "frames1")
     if gray0.shape != gray1.shape:
         raise MateffnetError(f"frames0 {tuple(frames0.shape)} and frames1 {tuple(frames1.shape)} differ in shape")
+    if gray0.device != gray1.device:
+        raise MateffnetError(f"frames0 is on {gray0.device} and frames1 on {gray1.device}; expected one device")
     n, h, w = gray0.shape
     if h < 3 or w < 3:
         raise MateffnetError(f"frames of {h}x{w} px are too small for TV-L1; need at least 3x3")

@@ -12,7 +12,6 @@ The arithmetic is the reference's, term by term, so both agree to float32 roundi
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
@@ -20,13 +19,14 @@ import triton.language as tl
 from mateffnet.flow.median_triton import median_filter_triton
 from mateffnet.flow.tvl1 import TVL1Params
 
-# Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count.
+# Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count: the fastest of
+# benchmarks/flow_kernels.py on an H100 (BENCHMARKS.md); larger tiles spill registers.
 STEPS_PER_LAUNCH = 6
-# "loads": one iteration per launch, the neighbours' new u recomputed from memory instead of exchanged
-# in the tile; simpler, ~1.7x slower on an H100 (benchmarks/flow_kernels.py). Kept for comparison.
-KERNEL = "gather"
 TILES = {1: (16, 64, 4), 2: (16, 64, 4), 6: (32, 128, 16)}
 DEFAULT_TILE = (32, 64, 8)
+# "loads": one iteration per launch, the neighbours' new u recomputed from memory instead of exchanged
+# in the tile; simpler, ~1.7x slower on an H100. Kept for comparison.
+KERNEL = "gather"
 
 
 @triton.jit
@@ -192,10 +192,9 @@ def run_iterations(u, duals, consts, out_u, out_duals, p: TVL1Params, steps: int
     if track and steps != 1:
         raise ValueError("the stopping rule is checked after every iteration: steps must be 1")
     grid = (triton.cdiv(w, bw - 2 * steps), triton.cdiv(h, bh - 2 * steps), n)
-    dummy = u if not track else None
     _iterations_kernel[grid](
         u, duals, consts, out_u, out_duals,
-        active if track else dummy, error if track else dummy,
+        active if track else u, error if track else u,  # (unused without TRACK)
         h, w, p.lambda_ * p.theta, p.theta, p.tau / p.theta,
         STEPS=steps, BH=bh, BW=bw, TRACK=track, num_warps=warps,
     )
