@@ -1,0 +1,162 @@
+"""The flow of one video as images a user can look at: quantised x/y JPEGs and colour-coded flow.
+
+Writes, for flow k (frame k → k+1, 0-based), `flow_x_{k+1:05d}.jpg`, `flow_y_{k+1:05d}.jpg` (the
+TSN/mmaction2 names, 1-based) and `color_{k+1:05d}.jpg`, plus `flow.json` with the bound and method.
+Files already written are kept, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mateffnet.errors import MateffnetError
+from mateffnet.fileio import atomic_path, atomic_write_json
+from mateffnet.flow import DEFAULT_BOUND, compute_flow, quantize_flow
+from mateffnet.flow.colorwheel import flow_to_color
+
+JPEG_QUALITY = 95  # OpenCV's imwrite default, which denseflow and the TSN tools use
+
+
+@dataclass
+class FlowImagesSummary:
+    video: str
+    out_dir: str
+    pairs: int  # flow fields in the output folder
+    computed: int  # of which computed in this run (the rest were already there)
+    seconds: float
+    method: str
+    device: str
+
+
+def write_flow_images(
+    video: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "tvl1",
+    device: str = "auto",
+    bound: float = DEFAULT_BOUND,
+    batch_size: int = 16,
+    params: dict | None = None,
+    progress: bool = True,
+) -> FlowImagesSummary:
+    """Compute the flow between consecutive frames of `video` and write it to `out_dir` as images."""
+    from tqdm import tqdm
+
+    if bound <= 0:
+        raise MateffnetError(f"flow bound {bound}; expected > 0 pixels")
+    if batch_size < 1:
+        raise MateffnetError(f"batch size {batch_size}; expected >= 1")
+    if not Path(video).is_file():
+        raise MateffnetError(f"video {video} does not exist")
+    torch_device = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(params or {})
+    start = time.perf_counter()
+    frames = _decode_rgb(Path(video))
+    total = max(_frame_count(Path(video)) - 1, 0) or None
+    pairs = computed = 0
+    batch: list[np.ndarray] = []
+    with tqdm(total=total, unit="pair", desc=Path(video).name, disable=not progress) as bar:
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == batch_size + 1:
+                computed += _flow_batch(batch, pairs, out, method, torch_device, bound, params)
+                pairs += batch_size
+                bar.update(batch_size)
+                batch = [batch[-1]]
+        if len(batch) > 1:
+            computed += _flow_batch(batch, pairs, out, method, torch_device, bound, params)
+            pairs += len(batch) - 1
+            bar.update(len(batch) - 1)
+        bar.total = pairs  # the container's frame count is only an estimate
+        bar.refresh()
+    if pairs == 0:
+        raise MateffnetError(f"{video} has fewer than 2 frames; no flow to compute")
+    height, width = batch[-1].shape[:2]
+    atomic_write_json(
+        out / "flow.json",
+        {
+            "video": str(video),
+            "pairs": pairs,
+            "height": height,
+            "width": width,
+            "bound": bound,
+            "method": method,
+            "params": params,
+            "files": "flow_x_%05d.jpg, flow_y_%05d.jpg, color_%05d.jpg; index k+1 = flow from frame k to k+1 (0-based)",
+        },
+    )
+    return FlowImagesSummary(str(video), str(out), pairs, computed, time.perf_counter() - start, method, str(torch_device))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise MateffnetError(f"device {device!r}; expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MateffnetError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU")
+    return resolved
+
+
+def _flow_batch(frames, first_index, out, method, device, bound, params) -> int:
+    """Flow of consecutive `frames` (pairs first_index …), written unless all files already exist."""
+    names = [(f"flow_x_{k + 1:05d}.jpg", f"flow_y_{k + 1:05d}.jpg", f"color_{k + 1:05d}.jpg")
+             for k in range(first_index, first_index + len(frames) - 1)]
+    if all((out / name).exists() for triple in names for name in triple):
+        return 0
+    stack = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)
+    flow = compute_flow(stack[:-1], stack[1:], method=method, **params)
+    quantised = quantize_flow(flow, bound).cpu()
+    colours = flow_to_color(flow).cpu()
+    for i, (x_name, y_name, colour_name) in enumerate(names):
+        _write_jpeg(out / x_name, quantised[i, :1])
+        _write_jpeg(out / y_name, quantised[i, 1:])
+        _write_jpeg(out / colour_name, colours[i])
+    return len(names)
+
+
+def _write_jpeg(path: Path, image: torch.Tensor) -> None:
+    """(1, H, W) gray or (3, H, W) RGB uint8 → JPEG file (written under a temporary name, then renamed)."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+
+
+def _decode_rgb(path: Path):
+    """Yield the video's frames as (H, W, 3) uint8 RGB arrays.
+
+    A minimal private decoder for this command; the data pipeline's decoder lives in mateffnet.data.
+    """
+    import av
+
+    try:
+        # Some real files (HMDB51) carry metadata that is not valid UTF-8.
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise MateffnetError(f"{path} has no video stream")
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as error:
+        raise MateffnetError(f"cannot decode video {path}: {error}") from None
+
+
+def _frame_count(path: Path) -> int:
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return int(container.streams.video[0].frames or 0) if container.streams.video else 0
+    except av.error.FFmpegError:
+        return 0
