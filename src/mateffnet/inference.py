@@ -3,8 +3,10 @@
 The test protocol is the one evaluation uses: `segments` evenly spaced segments (TSN: 25), each a frame
 (RGB) or a stack of `flow_length` consecutive flow fields (flow), `crops` views (1 centre, 3, or 10), the
 softmax averaged over views, and the streams fused by the model's fusion weights. Frames are decoded at
-the size `mateffnet prepare` stores them (short side 256), flow is computed at that size, quantised as
-stored, and both are then scaled as the evaluator does (short side input_size·256/224) and cropped.
+the size the stream's training frames had (`frame_size` in its config, from the store it was trained on),
+flow is computed there with the same method and parameters and quantised with the same bound, and the
+views are cropped and resized exactly as the evaluator's (`data.transforms.eval_crops`). Only the flow
+fields the sampled stacks need are computed.
 """
 
 from __future__ import annotations
@@ -16,20 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.data.decode import read_video
+from mateffnet.data.decode import parse_size, read_video
 from mateffnet.data.sampling import flow_indices, rgb_indices
-from mateffnet.data.transforms import apply_crop, resize, test_crops
+from mateffnet.data.transforms import apply_crop, eval_crops
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import compute_flow, quantize_flow
 from mateffnet.models import StreamNet, TwoStreamNet
-
-PREPARE_SHORT_SIDE = 256  # the frame size `mateffnet prepare` stores by default
-
-
-def test_scale(input_size: int) -> int:
-    """TSN's test-time short side for a crop size: 256 for 224, 128 for 112, 192 for 168."""
-    return input_size * 256 // 224
-
 
 @dataclass
 class Prediction:
@@ -47,10 +41,20 @@ class Prediction:
         return out
 
 
+def decode_for(stream: StreamNet, video: str | Path) -> np.ndarray:
+    """The video's frames at the size the stream was trained on: uint8 (N, H, W, 3)."""
+    size = stream.config.frame_size
+    return read_video(video, size=parse_size(str(size)) if size is not None else None)[0]
+
+
 def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: int, device: torch.device,
-                 flow_method: str = "tvl1", flow_params: dict | None = None, flow_batch: int = 256) -> torch.Tensor:
-    """uint8 frames (N, H, W, 3) → the stream's test views (V, T, C, S, S) uint8 on `device`."""
+                 flow_method: str | None = None, flow_params: dict | None = None, flow_batch: int = 256) -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) → the stream's test views (V, T, C, S, S) uint8 on `device`.
+
+    Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given."""
     config = stream.config
+    if flow_method is None:
+        flow_method, flow_params = config.flow_method, config.flow_params
     count = len(frames)
     if config.modality == "rgb":
         picked = torch.from_numpy(frames[rgb_indices(count, segments, train=False).numpy()]).permute(0, 3, 1, 2)
@@ -69,30 +73,34 @@ def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: in
                                            config.flow_bound))
         flows = torch.cat(quantized)[inverse]  # (T·L, 2, H, W), in stack order
         clip = flows.view(segments, config.flow_length * 2, *flows.shape[-2:])  # interleaved x0, y0, x1, y1, …
-    clip = resize_short_side(clip, test_scale(config.input_size))
     height, width = clip.shape[-2:]
     views = [apply_crop(clip, crop, config.input_size, flow=config.modality == "flow")
-             for crop in test_crops(height, width, config.input_size, crops)]
+             for crop in eval_crops(height, width, config.input_size, crops)]
     return torch.stack(views)
 
 
-def resize_short_side(clip: torch.Tensor, short: int) -> torch.Tensor:
-    height, width = clip.shape[-2:]
-    if min(height, width) == short:
-        return clip
-    scale = short / min(height, width)
-    size = (max(short, round(height * scale)), max(short, round(width * scale)))
-    return resize(clip, size)
+def segment_frames(frames: np.ndarray, stream: StreamNet, segments: int) -> np.ndarray:
+    """The RGB frame of each test segment (for flow: where its stack starts), centre view as the model sees
+    it: uint8 (T, S, S, 3), to draw beside attention weights."""
+    config = stream.config
+    if config.modality == "rgb":
+        index = rgb_indices(len(frames), segments, train=False)
+    else:
+        index = flow_indices(len(frames) - 1, segments, config.flow_length, train=False)[:, 0]
+    picked = torch.from_numpy(frames[index.numpy()]).permute(0, 3, 1, 2)
+    (crop,) = eval_crops(*picked.shape[-2:], config.input_size, 1)
+    return apply_crop(picked, crop, config.input_size, flow=False).permute(0, 2, 3, 1).numpy()
 
 
 @torch.no_grad()
-def predict_video(model: TwoStreamNet, frames: np.ndarray, segments: int = 25, crops: int = 1,
-                  device: torch.device = torch.device("cpu"), flow_method: str = "tvl1",
+def predict_video(model: TwoStreamNet, frames: dict[str | None, np.ndarray], segments: int = 25, crops: int = 1,
+                  device: torch.device = torch.device("cpu"), flow_method: str | None = None,
                   flow_params: dict | None = None) -> dict[str, np.ndarray]:
-    """Softmax per stream (mean over views) and fused, for one video's decoded frames."""
+    """Softmax per stream (mean over views) and fused, for one video decoded at each stream's frame size
+    (`frames[stream.config.frame_size]`)."""
     probabilities = {}
     for name, stream in model.streams.items():
-        views = stream_views(frames, stream, segments, crops, device, flow_method, flow_params)
+        views = stream_views(frames[stream.config.frame_size], stream, segments, crops, device, flow_method, flow_params)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = stream(views)
         probabilities[name] = logits.float().softmax(-1).mean(0)
@@ -103,14 +111,15 @@ def predict_video(model: TwoStreamNet, frames: np.ndarray, segments: int = 25, c
 
 
 def predict(videos: list[str | Path], model: TwoStreamNet, segments: int = 25, crops: int = 1,
-            device: torch.device = torch.device("cpu"), flow_method: str = "tvl1",
+            device: torch.device = torch.device("cpu"), flow_method: str | None = None,
             flow_params: dict | None = None):
     """Yield a `Prediction` per video, in order; the next video decodes while this one runs."""
     model = model.to(device).eval()
+    by_size = {stream.config.frame_size: stream for stream in model.streams.values()}
 
     def decode(path):
         try:
-            return read_video(path, size=PREPARE_SHORT_SIDE)[0], None
+            return {size: decode_for(stream, path) for size, stream in by_size.items()}, None
         except MateffnetError as error:
             return None, str(error)
 

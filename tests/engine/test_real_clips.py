@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("ucf_store")
-    options = PrepareOptions(size=64, flow_method="farneback", max_frames=24, workers=0, device="cpu")
+    options = PrepareOptions(size=64, flow_method="tvl1", max_frames=24, workers=0, device="cpu")
     report = prepare_dataset(shared_data / "videos" / "ucf101", out, "folders", options=options, progress=False)
     assert report.exit_status == 0
     return out

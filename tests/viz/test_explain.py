@@ -9,9 +9,9 @@ from mateffnet.cli import main
 from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write_video
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet, TwoStreamNet
-from mateffnet.viz.explain import explain_clips, explain_video, flow_clip, sample_video
+from mateffnet.inference import decode_for, predict_video
+from mateffnet.viz.explain import explain_clips, explain_video
 
-pytest.importorskip("cv2")  # the flow stream's default flow method on main is OpenCV's Farneback
 
 
 @pytest.fixture(scope="module")
@@ -22,31 +22,12 @@ def video(tmp_path_factory):
 
 def two_stream(folder, tokens="segments"):
     options = dict(backbone="resnet18", input_size=56, num_segments=3, class_names=list(CLASS_NAMES),
-                   attention_tokens=tokens)
+                   attention_tokens=tokens, frame_size="64", flow_params={"inner_iterations": 5, "outer_iterations": 1,
+                                                                          "epsilon": 0.0})
     model = TwoStreamNet(StreamNet(9, modality="rgb", **options), StreamNet(9, modality="flow", flow_length=2, **options),
                          weights=(1.0, 1.5))
     model.save_pretrained(folder)
     return model
-
-
-def test_sample_video_spreads_segments_and_crops_to_the_input_size(video):
-    sampled = sample_video(video, size=56, segments=3, flow_length=4)
-    assert sampled.frames.shape == (14, 56, 56, 3)
-    assert sampled.rgb_indices == [2, 7, 11]  # middles of thirds of 14 frames
-    assert sampled.flow_starts == [1, 5, 8]  # middles of thirds of the 10 possible stack starts
-    assert all(s + 4 <= 13 for s in sampled.flow_starts)  # every stack within the 13 flows
-
-
-def test_flow_clip_stacks_interleaved_x_y_and_repeats_the_last_flow():
-    frames = np.zeros((4, 32, 32, 3), np.uint8)
-    for t in range(4):  # a bright square moving 2 px right per frame
-        frames[t, 10:20, 6 + 2 * t:16 + 2 * t] = 255
-    clip = flow_clip(frames, [0, 2], flow_length=2, bound=20.0, method="farneback")
-    assert clip.shape == (2, 4, 32, 32) and clip.dtype == torch.uint8
-    x0, y0 = clip[0, 0].float(), clip[0, 1].float()
-    assert x0[12:18, 10:18].mean() > 128 + 4  # rightwards
-    assert abs(y0[12:18, 10:18].mean() - 128) < 4
-    torch.testing.assert_close(clip[1, 2:], clip[1, :2])  # stack 2 runs past flow 2 (the last): repeated
 
 
 def test_explain_writes_a_figure_per_stream_and_the_predictions(tmp_path, video):
@@ -56,22 +37,18 @@ def test_explain_writes_a_figure_per_stream_and_the_predictions(tmp_path, video)
     for path in result.figures.values():
         assert path.parent == tmp_path / "out" and imread(path)[..., :3].std() > 0.05
     summary = json.loads(result.summary.read_text())
-    assert summary["rgb_frames"] == [2, 7, 11] and summary["segments"] == 3
+    assert summary["segments"] == 3 and summary["frames"] == 14
     assert set(summary["predictions"]) == {"rgb", "flow", "fused"}
     fused = summary["predictions"]["fused"]
     assert len(fused) == 3 and fused[0]["probability"] >= fused[1]["probability"]
-    # fused = (1 · rgb + 1.5 · flow) / 2.5, the weights stored with the model
-    sampled = sample_video(video, 56, 3, 2)
-    with torch.no_grad():
-        rgb = model.rgb.eval()(torch.from_numpy(sampled.frames[sampled.rgb_indices]).permute(0, 3, 1, 2)[None]).softmax(-1)
-        flow = model.flow.eval()(flow_clip(sampled.frames, sampled.flow_starts, 2, 20.0)[None]).softmax(-1)
-    expected = ((rgb + 1.5 * flow) / 2.5)[0]
-    assert fused[0]["probability"] == pytest.approx(expected.max().item(), abs=1e-5)
+    # the same numbers as `mateffnet predict` with one centre view: (1 · rgb + 1.5 · flow) / 2.5
+    expected = predict_video(model.eval(), {"64": decode_for(model.rgb, video)}, segments=3, crops=1)["fused"]
+    assert fused[0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
     assert fused[0]["class"] == CLASS_NAMES[int(expected.argmax())]
 
 
 def test_explain_draws_heat_maps_for_spatiotemporal_attention(tmp_path, video):
-    StreamNet(9, modality="rgb", backbone="resnet18", input_size=64, num_segments=2,
+    StreamNet(9, modality="rgb", backbone="resnet18", input_size=64, num_segments=2, frame_size="64",
               attention_tokens="spatiotemporal").save_pretrained(tmp_path / "rgb_only")
     result = explain_video(video, tmp_path / "rgb_only", tmp_path / "out")
     assert set(result.figures) == {"rgb"} and set(result.predictions) == {"rgb"}
@@ -90,12 +67,12 @@ def test_cli_explain(tmp_path, video, capsys):
 
 def test_explain_errors_name_the_problem(tmp_path, video):
     two_stream(tmp_path / "model")
-    with pytest.raises(MateffnetError, match="video not found"):
+    with pytest.raises(MateffnetError, match="missing.mp4: missing"):
         explain_video(tmp_path / "missing.mp4", tmp_path / "model", tmp_path / "out")
     (tmp_path / "text.mp4").write_text("not a video")
-    with pytest.raises(MateffnetError, match="text.mp4: cannot decode"):
+    with pytest.raises(MateffnetError, match="text.mp4: unreadable"):
         explain_video(tmp_path / "text.mp4", tmp_path / "model", tmp_path / "out")
-    StreamNet(9, backbone="resnet18", input_size=56, attention=False).save_pretrained(tmp_path / "plain")
+    StreamNet(9, backbone="resnet18", input_size=56, attention=False, frame_size="64").save_pretrained(tmp_path / "plain")
     with pytest.raises(MateffnetError, match="no attention layer"):
         explain_video(video, tmp_path / "plain", tmp_path / "out")
 

@@ -49,7 +49,7 @@ class PrepareOptions:
     size: Size = 256  # short side, or (width, height) e.g. (340, 256); None keeps the original size
     flow_method: str = "tvl1"  # a method of mateffnet.flow.compute_flow, or "none" for RGB only
     flow_bound: float = 20.0
-    flow_params: dict = dataclasses.field(default_factory=dict)
+    flow_params: dict | None = None  # None: TV-L1's fixed fast schedule (mateffnet.flow.TVL1_FAST); {} for its OpenCV defaults
     device: str = "auto"  # where flow is computed: auto (CUDA if available), cpu, cuda, cuda:N
     workers: int | None = None  # decoding processes; None = one per CPU core; 0 = all in this process
     max_frames: int | None = None  # keep only the first frames of each video (tests, previews)
@@ -60,6 +60,12 @@ class PrepareOptions:
     shard: tuple[int, int] | None = None  # (i, n): this process does every n-th video from i; None = torchrun's or (0, 1)
     verify: bool = False  # rerun: also check the image checksums of finished files (reads them fully)
     batch_across_videos: bool | None = None  # flow in the main process over pairs of several videos; None = on CUDA
+
+    def __post_init__(self):
+        if self.flow_params is None:
+            from mateffnet.flow import TVL1_FAST
+
+            self.flow_params = dict(TVL1_FAST) if self.flow_method == "tvl1" else {}
 
     def settings(self) -> dict:
         """What a store's files depend on: a rerun must ask for the same."""

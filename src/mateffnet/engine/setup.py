@@ -83,6 +83,24 @@ def build_datasets(config: ExperimentConfig, device: torch.device | str = "cpu")
     return train_set, val_set, class_names
 
 
+def store_settings(config: ExperimentConfig) -> dict:
+    """How the store's frames and flow were made (its store.json), recorded in the model's config so that
+    inference decodes and computes flow the same way; {} when the store has no settings file."""
+    import json
+
+    from mateffnet.data.prepare import STORE_SETTINGS
+
+    path = config.data.path(config.data.store) / STORE_SETTINGS
+    if not path.is_file():
+        return {}
+    settings = json.loads(path.read_text()).get("settings", {})
+    made = {"frame_size": settings.get("size")}
+    if settings.get("flow_method") not in (None, "none"):
+        made.update(flow_method=settings["flow_method"], flow_params=settings.get("flow_params") or None,
+                    flow_bound=settings.get("flow_bound", 20.0))
+    return made
+
+
 def build_model(config: ExperimentConfig, class_names: list[str], pretrained: bool = True) -> StreamNet:
     m = config.model
     return StreamNet(
@@ -90,5 +108,5 @@ def build_model(config: ExperimentConfig, class_names: list[str], pretrained: bo
         flow_length=m.flow_length, attention=m.attention, attention_tokens=m.attention_tokens, heads=m.heads,
         embed_dim=m.embed_dim, attention_residual=m.attention_residual, dropout=m.dropout,
         input_size=m.input_size, stem_init=m.stem_init, class_names=list(class_names),
-        pretrained=m.pretrained if pretrained else None,
+        pretrained=m.pretrained if pretrained else None, **store_settings(config),
     )

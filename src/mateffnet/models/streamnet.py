@@ -57,7 +57,11 @@ class StreamConfig:
     mean: list[float] | None = None  # per input channel group, 0–255 units; None: from the backbone/modality
     std: list[float] | None = None
     stem_init: str = "cross_modality"  # flow stem from RGB weights: TSN's "cross_modality" or timm's "timm"
-    flow_bound: float = 20.0  # ±pixels that 0–255 flow storage spans (used by inference to quantise)
+    # How the training frames were made (`mateffnet prepare`), so inference makes its input the same way:
+    frame_size: str | None = "256"  # decoded frames: short side "256", or "340x256" (width x height); None: as is
+    flow_method: str = "tvl1"  # the flow method of the training data (mateffnet.flow.compute_flow)
+    flow_params: dict | None = None  # its parameters (e.g. the fixed TV-L1 schedule)
+    flow_bound: float = 20.0  # ±pixels that 0–255 flow storage spans
     class_names: list[str] | None = None
 
     def __post_init__(self):
