@@ -76,7 +76,7 @@ def main() -> int:
     print(f"clips: T={args.segments}, batch {args.batch}, L={args.flow_length}, 224x224 {args.crop} crops + flip, "
           f"frames prepared at short side {args.size}")
 
-    items, report, flow_method = _build_store(work, args.size, args.flow_method, device)
+    items, report, flow_method = build_store(work, args.size, args.flow_method, device)
     if report is None:
         print(f"store: {len(items)} synthetic videos packed directly (no PyAV here; flow: {flow_method}) in {work}")
     else:
@@ -127,7 +127,7 @@ def _machine() -> str:
     return f"{cpu}; {gpu}"
 
 
-def _build_store(work: Path, size: int, flow_method: str | None, device: torch.device):
+def build_store(work: Path, size: int, flow_method: str | None, device: torch.device):
     from mateffnet.flow import FLOW_METHODS
 
     if flow_method is None:
@@ -275,7 +275,7 @@ def _loader_rate(items, root: Path, modality: str, defer: bool, device: torch.de
     dataset = VideoDataset(items * repeat, root, modality, num_segments=args.segments, flow_length=args.flow_length,
                            train=True, input_size=224, train_crop=args.crop, defer_decode=defer)
     loader = make_loader(dataset, args.batch, device=device, workers=workers)
-    iterator = iter(loader)
+    iterator = forever(loader)
     for _ in range(3 + workers):  # worker start-up and first batches
         next(iterator)
     _sync(device)
@@ -287,6 +287,12 @@ def _loader_rate(items, root: Path, modality: str, defer: bool, device: torch.de
     rate = clips / (time.perf_counter() - started)
     del iterator, loader
     return rate
+
+
+def forever(loader):
+    """Batches epoch after epoch (a fast loader can finish an epoch within the measuring time)."""
+    while True:
+        yield from loader
 
 
 def _train_rate(modality: str, args) -> float | None:

@@ -39,7 +39,7 @@ class DataConfig:
     val_annotations: str | None = opt(None, 'list format only: the validation/test list file')
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
     workers: int = opt(8, 'DataLoader worker processes per GPU process')
-    gpu_decode: str = opt("auto", 'decode JPEGs on the GPU (nvJPEG): auto (when on CUDA) | on | off')
+    decode: str = opt("auto", 'where JPEGs are decoded: auto (nvJPEG on the GPU when on CUDA, else CPU workers) | cpu | gpu')
     classes: str | None = opt(None, 'file of class names, one a line in label order (list and folders formats)')
     videos: str | None = opt(None, 'source video folder; needed by format "folders" (video ids are paths under it)')
     train_crop: str = opt("random", 'random (the paper: random crops of 7/8 of the short side) | multiscale (TSN)')
@@ -90,7 +90,7 @@ class TrainConfig:
     sync_bn: bool = opt(False, 'SyncBatchNorm across GPUs (bn=train only)')
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     precision: str = opt("auto", 'auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16')
-    channels_last: str = opt("auto", 'auto (on CUDA) | on | off')
+    channels_last: bool | None = opt(None, 'channels_last memory format; null: on CUDA only')
     compile: bool = opt(False, 'torch.compile the model')
     device: str = opt("auto", 'auto | cpu | cuda')
     val_every: int = opt(1, 'validate every N epochs (0: never; the last epoch always)')
@@ -112,7 +112,7 @@ class ExperimentConfig:
 
 CHOICES = {
     "data.format": DATA_FORMATS,
-    "data.gpu_decode": ("auto", "on", "off"),
+    "data.decode": ("auto", "cpu", "gpu"),
     "data.train_crop": ("random", "multiscale"),
     "data.test_crops": (1, 3, 10),
     "data.split": (1, 2, 3),
@@ -122,7 +122,6 @@ CHOICES = {
     "train.schedule": ("cosine", "step", "constant"),
     "train.bn": ("train", "partial", "frozen"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.channels_last": ("auto", "on", "off"),
     "train.device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = {"data.test_segments", "model.num_segments", "model.flow_length", "model.heads", "model.embed_dim",

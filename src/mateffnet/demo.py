@@ -45,7 +45,7 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
         "name": f"demo_{modality}",
         "data": {
             "root": str(out_dir), "format": "list", "store": "store", "annotations": "videos/train.txt",
-            "val_annotations": "videos/test.txt", "classes": "videos/classes.txt", "workers": 0, "gpu_decode": "off",
+            "val_annotations": "videos/test.txt", "classes": "videos/classes.txt", "workers": 0, "decode": "cpu",
             "flip": False,  # a mirrored "slide_left" clip is a "slide_right" clip: flipping would corrupt labels
             "val_segments": 4,
         },
@@ -56,7 +56,7 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
         "train": {
             "epochs": epochs, "batch_size": 12, "lr": 0.005, "warmup_epochs": 1.0, "weight_decay": 1e-4,
             "bn": "partial" if pretrained else "train", "device": device, "seed": seed,
-            "deterministic": device == "cpu", "val_every": epochs,
+            "deterministic": device == "cpu", "val_every": 2,
         },
     }, source="demo")
 

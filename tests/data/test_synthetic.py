@@ -54,15 +54,18 @@ def test_encoded_frames_stay_close_to_the_rendered_ones(small_dataset):
     relative, label = read_list(small_dataset.train_list)[0]
     rendered = render_video(CLASS_NAMES[label], video_rng(7, label, 0), 10, 64).astype(np.float64)
     decoded = read_video_frames(small_dataset.root / relative).astype(np.float64)
-    assert np.abs(decoded - rendered).mean() < 6  # H.264 at CRF 17 (4:2:0 chroma) keeps the picture
+    assert np.abs(decoded - rendered).mean() < 6  # H.264 at CRF 12 (4:2:0 chroma) keeps the picture
 
 
 def test_same_seed_same_frames_other_seed_other_frames(tmp_path, small_dataset):
     again = make_synthetic_dataset(tmp_path / "again", videos_per_class=2, frames=10, size=64, seed=7, progress=False)
     other = make_synthetic_dataset(tmp_path / "other", videos_per_class=2, frames=10, size=64, seed=8, progress=False)
+    videos = sorted(p.relative_to(small_dataset.root) for p in small_dataset.root.rglob("*.mp4"))
+    assert len(videos) == 18
+    for relative in videos:  # the same seed gives the same files, byte for byte (the encoder is deterministic)
+        assert (again.root / relative).read_bytes() == (small_dataset.root / relative).read_bytes(), relative
     for relative in ("spin_cw/spin_cw_000.mp4", "ball_red/ball_red_001.mp4"):
         first = read_video_frames(small_dataset.root / relative)
-        np.testing.assert_array_equal(read_video_frames(again.root / relative), first)
         assert np.abs(read_video_frames(other.root / relative).astype(int) - first).mean() > 5
 
 

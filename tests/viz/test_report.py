@@ -1,12 +1,11 @@
 import base64
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from browser import needs_chromium, screenshot
 from mateffnet.errors import MateffnetError
 from mateffnet.viz.plots import plot_confusion_matrix, plot_training_curves
 from mateffnet.viz.report import check_results, write_report
@@ -172,27 +171,15 @@ def test_missing_or_fake_images_are_errors(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def chromium_binary():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (Debian: apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium_without_console_errors(tmp_path, images):
     path = write_report(tmp_path / "report.html", results(), images)
-    screenshot = tmp_path / "shot.png"
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--window-size=1280,1600",
-        f"--screenshot={screenshot}", path.as_uri(),
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
+    screenshot_path = tmp_path / "shot.png"
+    console = screenshot(path, screenshot_path, tmp_path / "profile")
     # Every console message of the page (errors, CSP violations, failed loads) is logged as "...:CONSOLE...";
     # the page has no script, so there must be none at all.
-    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
     assert console == []
-    image = imread(screenshot)
+    image = imread(screenshot_path)
     assert image.shape[:2] == (1600, 1280)
     rgb = image[..., :3]
     assert rgb.std() > 0.05  # not blank

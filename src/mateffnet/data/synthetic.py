@@ -188,7 +188,10 @@ def write_video(path: str | Path, clip: np.ndarray, fps: int = 8, codec: str = "
             stream.pix_fmt = "yuv420p"
             stream.thread_count = 1  # frames this small encode faster on one thread than with frame threading
             if codec == "libx264":
-                stream.options = {"crf": "17"}
+                # x264's lookahead and macroblock tree made the same frames encode differently from run to
+                # run (seen here at 64×64 even on one thread); without them a seed gives identical files.
+                stream.options = {"crf": "12", "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:"
+                                                             "rc-lookahead=0:mbtree=0"}
             else:
                 stream.bit_rate = 2_000_000
             for image in clip:

@@ -184,7 +184,7 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
                 f"{data.format} annotations ({data.annotations})"
             )
         precision = resolve_precision("auto", ctx.device)
-        defer = data.gpu_decode == "on" or (data.gpu_decode == "auto" and ctx.device.type == "cuda")
+        defer = data.decode == "gpu" or (data.decode == "auto" and ctx.device.type == "cuda")
         per_stream, labels_by_id = {}, {}
         for name, model in streams.items():
             config = model.config

@@ -49,7 +49,7 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         + (f" (capped at {tc.max_steps_per_epoch})" if tc.max_steps_per_epoch else "")
         + f", validation every {tc.val_every} epoch(s) with {data.val_segments or model_cfg.num_segments} segments × 1 crop",
         f"device     {device}, {str(resolve_precision(tc.precision, device)).replace('torch.', '')}"
-        + (", channels_last" if tc.channels_last == "on" or (tc.channels_last == "auto" and device.type == "cuda") else "")
+        + (", channels_last" if (device.type == "cuda" if tc.channels_last is None else tc.channels_last) else "")
         + (", torch.compile" if tc.compile else "") + (", deterministic" if tc.deterministic else ""),
     ]
     if prepared == 0:

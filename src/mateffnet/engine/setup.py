@@ -58,7 +58,7 @@ def input_size(config: ExperimentConfig) -> int:
 def make_dataset(config: ExperimentConfig, items: list[VideoItem], train: bool, device: torch.device,
                  segments: int | None = None, crops: int = 1) -> VideoDataset:
     data, model = config.data, config.model
-    defer = data.gpu_decode == "on" or (data.gpu_decode == "auto" and device.type == "cuda")
+    defer = data.decode == "gpu" or (data.decode == "auto" and device.type == "cuda")
     return VideoDataset(
         items, data.path(data.store), model.modality, num_segments=segments or model.num_segments,
         flow_length=model.flow_length, train=train, input_size=input_size(config), train_crop=data.train_crop,

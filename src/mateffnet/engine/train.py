@@ -73,7 +73,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     from mateffnet.engine.setup import build_model
 
     model = build_model(config, class_names).to(device)
-    if tc.channels_last == "on" or (tc.channels_last == "auto" and device.type == "cuda"):
+    if device.type == "cuda" if tc.channels_last is None else tc.channels_last:
         model.use_channels_last()
     if tc.sync_bn and ctx.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

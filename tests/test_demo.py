@@ -1,0 +1,58 @@
+"""`mateffnet demo` end to end (about 2–3 minutes on 2 CPU cores), and predict with the model it trains."""
+
+import json
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from browser import needs_chromium, screenshot
+from mateffnet.cli import main
+from mateffnet.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, device="cpu", seed=0, progress=False)
+
+
+def test_each_stream_wins_where_it_should_and_fusion_wins_overall(demo):
+    _, results = demo
+    groups, streams = results["group_accuracy"], results["streams"]
+    assert groups["flow"]["motion"] > groups["rgb"]["motion"]  # direction of motion: only flow sees it
+    assert groups["rgb"]["appearance"] > groups["flow"]["appearance"]  # colour: only RGB sees it
+    assert streams["fused"]["top1"] >= max(streams["rgb"]["top1"], streams["flow"]["top1"])
+    assert results["videos"] == 36  # scored on the test list, not the training videos
+
+
+def test_demo_leaves_models_results_and_a_report(demo):
+    out, results = demo
+    for name in ("rgb/config.json", "rgb/model.safetensors", "flow/config.json", "flow/model.safetensors",
+                 "fusion.json", "results.json", "report.html", "evaluation/scores.npz", "runs/rgb/curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["streams"]) == {"rgb", "flow", "fused"}
+    assert set(saved["streams"]["fused"]["per_class"]) == set(saved["class_names"])
+    assert len(list((out / "attention").glob("*.png"))) >= 2
+
+
+@needs_chromium
+def test_the_demo_report_renders_without_console_errors(demo, tmp_path):
+    out, _ = demo
+    assert screenshot(out / "report.html", tmp_path / "shot.png", tmp_path / "profile") == []
+    assert imread(tmp_path / "shot.png")[..., :3].std() > 0.05
+
+
+def test_predict_classifies_every_real_clip_with_the_demo_model(demo, shared_data, capsys):
+    out, _ = demo
+    clips = sorted(str(p) for p in (shared_data / "videos").rglob("*.*") if p.suffix in (".avi", ".mp4"))
+    assert main(["predict", *clips, "--model", str(out), "--json", "--segments", "8", "--topk", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["video"] for line in lines] == clips
+    for line in lines:
+        for stream in ("fused", "rgb", "flow"):
+            probs = [entry["prob"] for entry in line[stream]]
+            assert len(probs) == 3 and all(0.0 <= p <= 1.0 for p in probs)
+            assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
+            assert np.isfinite(probs).all()
