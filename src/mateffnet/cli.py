@@ -400,10 +400,10 @@ def _run_predict(args) -> int:
 
     from mateffnet.engine.distributed import resolve_device
     from mateffnet.inference import predict
-    from mateffnet.viz.explain import load_model
+    from mateffnet.models import TwoStreamNet
 
     device = resolve_device(args.device)
-    model = load_model(args.model, str(device))
+    model = TwoStreamNet.from_pretrained(args.model, map_location=device)
     if args.fusion_weights:
         model.weights = tuple(args.fusion_weights)
     names = model.class_names or [str(i) for i in range(next(iter(model.streams.values())).config.num_classes)]

@@ -48,13 +48,15 @@ def decode_for(stream: StreamNet, video: str | Path) -> np.ndarray:
 
 
 def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: int, device: torch.device,
-                 flow_method: str | None = None, flow_params: dict | None = None, flow_batch: int = 256) -> torch.Tensor:
+                 flow_method: str | None = None, flow_params: dict | None = None, flow_batch: int | None = None) -> torch.Tensor:
     """uint8 frames (N, H, W, 3) → the stream's test views (V, T, C, S, S) uint8 on `device`.
 
     Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given."""
     config = stream.config
     if flow_method is None:
         flow_method, flow_params = config.flow_method, config.flow_params
+    if flow_batch is None:  # big batches fill a GPU; on a CPU small ones stay in cache (several times faster)
+        flow_batch = 256 if device.type == "cuda" else 4
     count = len(frames)
     if config.modality == "rgb":
         picked = torch.from_numpy(frames[rgb_indices(count, segments, train=False).numpy()]).permute(0, 3, 1, 2)

@@ -69,3 +69,13 @@ def test_loading_a_folder_without_streams_is_a_clear_error(tmp_path):
         TwoStreamNet.from_pretrained(tmp_path)
     with pytest.raises(MateffnetError, match="model folder not found"):
         TwoStreamNet.from_pretrained(tmp_path / "nope")
+
+
+def test_a_single_stream_folder_loads_as_a_one_stream_pair(tmp_path):
+    rgb, _ = pair(3, names=["x", "y", "z"])
+    rgb.save_pretrained(tmp_path / "best")
+    loaded = TwoStreamNet.from_pretrained(tmp_path / "best")
+    assert set(loaded.streams) == {"rgb"}
+    rgb_clips, _ = clips()
+    with torch.no_grad():
+        assert torch.allclose(loaded(rgb=rgb_clips), rgb(rgb_clips).softmax(-1))

@@ -73,10 +73,14 @@ class TwoStreamNet(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu",
                         weights: tuple[float, float] | None = None) -> "TwoStreamNet":
-        """Load `folder/rgb` and/or `folder/flow` (at least one); fusion weights from fusion.json unless given."""
+        """Load `folder/rgb` and/or `folder/flow` (at least one), or one stream's own folder; fusion weights from
+        fusion.json unless given."""
         folder = Path(folder)
         if not folder.is_dir():
             raise MateffnetError(f"model folder not found: {folder}")
+        if (folder / CONFIG_FILE).is_file():  # a single stream's folder, e.g. runs/<name>/best
+            stream = StreamNet.from_pretrained(folder, map_location)
+            return cls(**{stream.config.modality: stream}, weights=weights or (1.0, 1.0))
         streams = {name: StreamNet.from_pretrained(folder / name, map_location)
                    for name in ("rgb", "flow") if (folder / name / CONFIG_FILE).is_file()}
         if not streams:

@@ -20,8 +20,7 @@ import torch
 
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
-from mateffnet.models import StreamNet, TwoStreamNet, fuse_probabilities
-from mateffnet.models.streamnet import CONFIG_FILE
+from mateffnet.models import TwoStreamNet, fuse_probabilities
 from mateffnet.viz.attention import plot_segment_attention, plot_spatiotemporal_attention, run_attention
 
 EXPLAIN_FILE = "explain.json"
@@ -40,7 +39,7 @@ def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path,
     from mateffnet.inference import decode_for, segment_frames, stream_views
 
     video, out_dir = Path(video), Path(out_dir)
-    model = load_model(model_dir, device)
+    model = TwoStreamNet.from_pretrained(model_dir, map_location=device)
     segments = segments or next(iter(model.streams.values())).config.num_segments
     clips, frames, labels = {}, {}, {}
     for name, stream in model.streams.items():
@@ -97,15 +96,6 @@ def explain_clips(model: TwoStreamNet, clips: dict[str, torch.Tensor], frames: d
     if len(probabilities) == 2:
         probabilities["fused"] = fuse_probabilities(probabilities, model.weights)
     return figures, {stream: top_classes(p, names, topk) for stream, p in probabilities.items()}
-
-
-def load_model(model_dir: str | Path, device: str = "cpu") -> TwoStreamNet:
-    """A two-stream folder (rgb/, flow/) or one stream's folder, as a TwoStreamNet on `device`."""
-    model_dir = Path(model_dir)
-    if (model_dir / CONFIG_FILE).is_file():
-        stream = StreamNet.from_pretrained(model_dir, map_location=device)
-        return TwoStreamNet(**{stream.config.modality: stream})
-    return TwoStreamNet.from_pretrained(model_dir, map_location=device)
 
 
 def top_classes(probabilities: torch.Tensor, names: list[str], k: int) -> list[tuple[str, float]]:
