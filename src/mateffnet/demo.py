@@ -173,12 +173,11 @@ def _figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
     for stream in STREAMS:
         images[f"Training curves/{stream}"] = out_dir / "runs" / stream / "curves.png"
     test_videos = [line.split()[0] for line in dataset.test_list.read_text().splitlines() if line.strip()]
-    for video in (v for v in test_videos if v.split("/")[0] in ("slide_right", "ball_red")):
-        if any(video.split("/")[0] in key for key in images):
-            continue
+    for name in ("slide_right", "ball_red"):  # one motion class, one colour class
+        video = next(v for v in test_videos if v.startswith(f"{name}/"))
         result = explain_video(dataset.root / video, out_dir, out_dir / "attention", device=device)
         for stream, path in result.figures.items():
-            images[f"Attention/{video.split('/')[0]} — {stream}"] = path
+            images[f"Attention/{name} — {stream}"] = path
     return images
 
 

@@ -144,13 +144,11 @@ def evaluation_items(data) -> tuple[list[str], list]:
     """(class names, the videos to test): the split's test list (UCF101, HMDB51), Kinetics' validation
     CSV, the list file `val_annotations` (else `annotations`) names, or every video of class folders."""
     from mateffnet.data.annotations import video_list
-    from mateffnet.engine.setup import load_split
+    from mateffnet.engine.setup import class_names, load_split
 
     if data.format == "list":
-        from mateffnet.engine.setup import _class_names
-
         items = video_list(data.path(data.val_annotations or data.annotations), data.path(data.videos)).items()
-        return _class_names(data, max(item.label for item in items) + 1), items
+        return class_names(data, max(item.label for item in items) + 1), items
     classes, train, evaluation = load_split(data)
     if evaluation is None:
         evaluation = train

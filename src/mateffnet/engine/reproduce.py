@@ -62,8 +62,6 @@ def _pairs(plan: list[Run]) -> dict[str, tuple[Run, Run]]:
 
 def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_dir: Path, progress: bool) -> dict:
     """Test-protocol metrics of one RGB/flow pair, from cached scores when they exist."""
-    import json
-
     from mateffnet.engine.evaluate import load_scores, summarize
     from mateffnet.engine.evaluate import evaluate_streams
 
@@ -71,9 +69,8 @@ def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_d
     if scores_path.is_file():
         _, labels, class_names, scores = load_scores(scores_path)
         return summarize({k: v for k, v in scores.items() if k != "fused"}, labels, class_names, (1.0, 1.0))
-    results = evaluate_streams(config.data, {"rgb": rgb_dir / "best", "flow": flow_dir / "best"}, out_dir,
-                               weights=(1.0, 1.0), progress=progress)
-    return json.loads(json.dumps(results))
+    return evaluate_streams(config.data, {"rgb": rgb_dir / "best", "flow": flow_dir / "best"}, out_dir,
+                            weights=(1.0, 1.0), progress=progress)
 
 
 def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:

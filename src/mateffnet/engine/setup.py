@@ -26,7 +26,7 @@ def load_split(data: DataConfig) -> tuple[list[str], list[VideoItem], list[Video
         train = video_list(annotations, videos).items()
         evaluation = video_list(data.path(data.val_annotations), videos).items() if data.val_annotations else None
         top = max(item.label for item in train + (evaluation or []))
-        return _class_names(data, top + 1), train, evaluation
+        return class_names(data, top + 1), train, evaluation
     if data.format == "folders":
         if videos is None:
             raise MateffnetError("data.format folders needs data.videos (the folder of class folders of videos)")
@@ -39,7 +39,8 @@ def load_split(data: DataConfig) -> tuple[list[str], list[VideoItem], list[Video
     return found.classes, found.items("train"), evaluation
 
 
-def _class_names(data: DataConfig, count: int) -> list[str]:
+def class_names(data: DataConfig, count: int) -> list[str]:
+    """The names in `data.classes`, or "0", "1", … for `count` classes."""
     if data.classes is None:
         return [str(i) for i in range(count)]
     path = data.path(data.classes)
