@@ -13,7 +13,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mateffnet.models import PAPER_INPUT_SIZE, StreamNet
+from mateffnet.models import StreamNet
 
 BACKBONES = ["efficientnet_b0", "resnet18", "resnet34", "resnet50"]
 

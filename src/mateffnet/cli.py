@@ -253,8 +253,6 @@ def _run_reproduce(args) -> int:
     return 0
 
 
-
-
 def _add_export(sub) -> None:
     parser = sub.add_parser(
         "export",
@@ -290,8 +288,6 @@ def _run_export(args) -> int:
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
-
-
 
 
 def _add_explain(sub) -> None:

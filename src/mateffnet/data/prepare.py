@@ -608,7 +608,7 @@ class _Pool:
                     except (EOFError, OSError):
                         worker.closed = True  # the worker exited; reaped below
                         continue
-                    except Exception as error:  # a message cut off by the worker's death
+                    except Exception:  # a message cut off by the worker's death
                         worker.closed = True
                         worker.process.kill()
                         continue

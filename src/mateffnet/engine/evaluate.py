@@ -8,6 +8,8 @@ the streams' scores (MAT-EffNet: 1:1).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -108,11 +110,10 @@ def load_scores(path) -> tuple[list[str], np.ndarray, list[str], dict[str, np.nd
 
 
 def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels: np.ndarray,
-                  video_ids: list[str]) -> dict[str, "Path"]:
+                  video_ids: list[str]) -> dict[str, Path]:
     """metrics.json, per_class.csv, confusion_<stream>.png and scores.npz in `out_dir`; returns the image paths."""
     import csv
     import io
-    from pathlib import Path
 
     from mateffnet.engine.metrics import classification_metrics
     from mateffnet.fileio import atomic_write_json, atomic_write_text
@@ -163,8 +164,6 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
 
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
     """
-    from pathlib import Path
-
     from mateffnet.data.dataset import VideoDataset
     from mateffnet.engine.train import make_eval_loader, resolve_precision
     from mateffnet.errors import MateffnetError
