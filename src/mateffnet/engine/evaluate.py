@@ -165,6 +165,7 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
     """
     from mateffnet.data.dataset import VideoDataset
+    from mateffnet.engine.setup import decodes_on_gpu
     from mateffnet.engine.train import make_eval_loader, resolve_precision
     from mateffnet.errors import MateffnetError
     from mateffnet.models import StreamNet, TwoStreamNet
@@ -181,14 +182,13 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
                 f"{data.format} annotations ({data.annotations})"
             )
         precision = resolve_precision("auto", ctx.device)
-        defer = data.decode == "gpu" or (data.decode == "auto" and ctx.device.type == "cuda")
         per_stream, labels_by_id = {}, {}
         for name, model in streams.items():
             config = model.config
             dataset = VideoDataset(items, data.path(data.store), config.modality,
                                    num_segments=segments or data.test_segments, flow_length=config.flow_length,
                                    train=False, input_size=config.input_size, num_crops=crops or data.test_crops,
-                                   defer_decode=defer, flow_bound=config.flow_bound)
+                                   defer_decode=decodes_on_gpu(data, ctx.device), flow_bound=config.flow_bound)
             if len(dataset) == 0:
                 raise MateffnetError(f"none of the {len(items)} test videos is prepared in {data.path(data.store)}")
             loader = make_eval_loader(dataset, batch_size, workers, ctx)

@@ -9,7 +9,7 @@ from mateffnet.config import ExperimentConfig
 from mateffnet.data.dataset import locate_video
 from mateffnet.engine.distributed import resolve_device
 from mateffnet.engine.setup import build_model, input_size, load_split
-from mateffnet.engine.train import resolve_precision
+from mateffnet.engine.train import resolve_precision, use_channels_last
 from mateffnet.errors import MateffnetError
 
 
@@ -49,7 +49,7 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         + (f" (capped at {tc.max_steps_per_epoch})" if tc.max_steps_per_epoch else "")
         + f", validation every {tc.val_every} epoch(s) with {data.val_segments or model_cfg.num_segments} segments × 1 crop",
         f"device     {device}, {str(resolve_precision(tc.precision, device)).replace('torch.', '')}"
-        + (", channels_last" if (device.type == "cuda" if tc.channels_last is None else tc.channels_last) else "")
+        + (", channels_last" if use_channels_last(tc, device) else "")
         + (", torch.compile" if tc.compile else "") + (", deterministic" if tc.deterministic else ""),
     ]
     if prepared == 0:

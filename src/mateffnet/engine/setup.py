@@ -56,14 +56,19 @@ def input_size(config: ExperimentConfig) -> int:
     return config.model.input_size or default_input_size(config.model.backbone)
 
 
+def decodes_on_gpu(data: DataConfig, device: torch.device) -> bool:
+    """data.decode: "gpu", "cpu", or "auto" (nvJPEG when the run is on CUDA)."""
+    return data.decode == "gpu" or (data.decode == "auto" and device.type == "cuda")
+
+
 def make_dataset(config: ExperimentConfig, items: list[VideoItem], train: bool, device: torch.device,
                  segments: int | None = None, crops: int = 1) -> VideoDataset:
     data, model = config.data, config.model
-    defer = data.decode == "gpu" or (data.decode == "auto" and device.type == "cuda")
     return VideoDataset(
         items, data.path(data.store), model.modality, num_segments=segments or model.num_segments,
         flow_length=model.flow_length, train=train, input_size=input_size(config), train_crop=data.train_crop,
-        flip=data.flip, num_crops=crops, defer_decode=defer, scales=data.scales, seed=config.train.seed,
+        flip=data.flip, num_crops=crops, defer_decode=decodes_on_gpu(data, device), scales=data.scales,
+        seed=config.train.seed,
     )
 
 

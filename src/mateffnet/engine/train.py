@@ -73,7 +73,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     from mateffnet.engine.setup import build_model
 
     model = build_model(config, class_names).to(device)
-    if device.type == "cuda" if tc.channels_last is None else tc.channels_last:
+    if use_channels_last(tc, device):
         model.use_channels_last()
     if tc.sync_bn and ctx.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -336,6 +336,11 @@ def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
     """After every model.train(): fixed BN layers use (and keep) their running statistics."""
     for norm in _fixed_norms(model, mode):
         norm.eval()
+
+
+def use_channels_last(tc: TrainConfig, device: torch.device) -> bool:
+    """train.channels_last, or null: on CUDA only."""
+    return device.type == "cuda" if tc.channels_last is None else tc.channels_last
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
