@@ -216,7 +216,7 @@ def _write_rawframes(store: Path, out: Path, items: list[VideoItem]) -> None:
         for i, blob in enumerate(video.rgb_jpegs(range(video.num_frames))):
             (folder / f"img_{i + 1:05d}.jpg").write_bytes(blob.numpy().tobytes())
         for k in range(video.num_flows):
-            x, y = video.flow_jpegs([k])
+            x, y = video.flow_blobs([k])
             (folder / f"flow_x_{k + 1:05d}.jpg").write_bytes(x.numpy().tobytes())
             (folder / f"flow_y_{k + 1:05d}.jpg").write_bytes(y.numpy().tobytes())
 
@@ -245,7 +245,7 @@ def _print_jpeg_rates(store: Path, items: list[VideoItem], cuda: bool) -> None:
     from mateffnet.data.jpeg import decode_jpeg_list
 
     video = PackedVideo(store_path(store, items[0].video_id))
-    flow = video.flow_jpegs(range(min(80, video.num_flows)))
+    flow = video.flow_blobs(range(min(80, video.num_flows)))
     rgb = video.rgb_jpegs(range(min(64, video.num_frames)))
     print(f"JPEG decode rate, {video.width}x{video.height} images (images/s):")
     for name, blobs, gray in (("flow (1-channel)", flow, True), ("RGB", rgb, False)):

@@ -97,7 +97,7 @@ def digests(store: Path) -> dict[str, str]:
     out = {}
     for path in sorted(store.rglob("*.mfv")):
         video = PackedVideo(path)
-        blobs = video.rgb_jpegs(range(video.num_frames)) + video.flow_jpegs(range(video.num_flows))
+        blobs = video.rgb_jpegs(range(video.num_frames)) + video.flow_blobs(range(video.num_flows))
         out[path.relative_to(store).as_posix()] = hashlib.md5(b"".join(b.numpy().tobytes() for b in blobs)).hexdigest()
     return out
 

@@ -25,7 +25,7 @@ def _options(**changes) -> PrepareOptions:
 
 def _flow_bytes(path):
     video = PackedVideo(path)
-    return [bytes(t.numpy()) for t in video.flow_jpegs(range(video.num_flows))]
+    return [bytes(t.numpy()) for t in video.flow_blobs(range(video.num_flows))]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,24 @@ def test_other_settings_on_the_same_store_are_refused(prepared, shared_data):
     store, _ = prepared
     with pytest.raises(MateffnetError, match=r"prepared with other settings \(size='64'→'96'\)"):
         prepare_dataset(shared_data / "videos", store, options=_options(size=96), progress=False)
+
+
+def test_lz4_flow_is_stored_exactly(tmp_path, shared_data):
+    source = shared_data / "videos/ucf101/Archery/v_Archery_g01_c01.avi"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{source} 0\n")
+    store = tmp_path / "store"
+    status = main(["prepare", str(source.parent), "--out", str(store), "--annotations", str(listing), "--flow-codec",
+                   "lz4", "--flow-method", "farneback", "--size", "64", "--max-frames", "8", "--workers", "0",
+                   "--device", "cpu", "--no-progress"])
+    assert status == 0
+    video = PackedVideo(store / "v_Archery_g01_c01.mfv")
+    assert video.flow_codec == "lz4" and video.meta["settings"]["flow_codec"] == "lz4"
+    decoded = torch.from_numpy(read_video(source, size=64, max_frames=8)[0]).permute(0, 3, 1, 2)
+    expected = quantize_flow(compute_flow(decoded[:-1], decoded[1:], method="farneback"), 20.0)
+    assert torch.equal(video.read_flow(range(7)), expected)
+    with pytest.raises(MateffnetError, match=r"prepared with other settings \(flow_codec='lz4'→'jpeg', flow_quality=None→95\)"):
+        prepare_dataset(source.parent, store, "list", listing, options=_options(max_frames=8), progress=False)
 
 
 def test_bad_and_missing_videos_are_reported_and_good_ones_kept(tmp_path, shared_data, capsys):

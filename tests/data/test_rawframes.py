@@ -68,5 +68,5 @@ def test_pack_rawframes_copies_the_bytes(tsn_folder, tmp_path):
     assert meta["num_frames"] == 10 and packed.num_flows == 5 and packed.flow_bound == 20.0
     assert (packed.width, packed.height) == (320, 240)
     for k in range(5):
-        assert [bytes(t.numpy()) for t in packed.flow_jpegs([k])] == [bytes(t.numpy()) for t in raw.flow_jpegs([k])]
+        assert [bytes(t.numpy()) for t in packed.flow_blobs([k])] == [bytes(t.numpy()) for t in raw.flow_blobs([k])]
     assert torch.equal(packed.read_rgb(range(10)), raw.read_rgb(range(10)))

@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 
+from mateffnet.data.flowcodec import encode_flow_planes
 from mateffnet.data.jpeg import decode_jpegs, encode_jpegs
 from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
 from mateffnet.flow import dequantize_flow, quantize_flow
@@ -16,20 +17,21 @@ def _smooth(shape, seed):
     return fine[:, 0].view(shape).clamp(0, 1)
 
 
-def _write_sample(path, n=6, h=40, w=56, bound=20.0):
+def _write_sample(path, n=6, h=40, w=56, bound=20.0, flow_codec="jpeg"):
     luma = _smooth((n, 1, h, w), 0) * 200
     tint = torch.tensor([30.0, 10.0, -20.0]).view(1, 3, 1, 1)  # a colour cast, distinct per channel
     rgb = (luma + 25 + tint).clamp(0, 255).to(torch.uint8)
     flow = (_smooth((n - 1, 2, h, w), 1) - 0.5) * 30  # about ±10 px
     q = quantize_flow(flow, bound)
     rgb_jpegs = encode_jpegs(rgb, 90)
-    flow_jpegs = encode_jpegs(q.reshape(-1, 1, h, w), 95)
+    flow_jpegs = encode_flow_planes(q.reshape(-1, h, w), flow_codec, 95)
     with PackedVideoWriter(path) as writer:
         for k in reversed(range(n - 1)):  # any order
             writer.add_flow(k, flow_jpegs[2 * k], flow_jpegs[2 * k + 1])
         for i in range(n):
             writer.add_rgb(i, rgb_jpegs[i])
-        writer.finish({"width": w, "height": h, "fps": 25.0, "flow": {"method": "test", "bound": bound}})
+        codec = {} if flow_codec == "jpeg" else {"codec": flow_codec}  # files without the key are JPEG
+        writer.finish({"width": w, "height": h, "fps": 25.0, "flow": {"method": "test", "bound": bound, **codec}})
     return rgb, flow, rgb_jpegs, flow_jpegs
 
 
@@ -42,7 +44,7 @@ def test_round_trip_of_frames_and_flow(tmp_path):
     assert video.fps == 25.0 and video.flow_bound == 20.0 and video.meta["version"] == 1
     # the stored bytes are exactly what was written, in the requested order
     assert [bytes(t.numpy()) for t in video.rgb_jpegs([3, 0, 3])] == [rgb_jpegs[3], rgb_jpegs[0], rgb_jpegs[3]]
-    assert [bytes(t.numpy()) for t in video.flow_jpegs([2])] == flow_jpegs[4:6]
+    assert [bytes(t.numpy()) for t in video.flow_blobs([2])] == flow_jpegs[4:6]
     frames = video.read_rgb(range(6))
     assert frames.shape == (6, 3, 40, 56) and frames.dtype == torch.uint8
     assert (frames.float() - rgb.float()).abs().mean() < 2.0  # JPEG error only
@@ -55,12 +57,34 @@ def test_round_trip_of_frames_and_flow(tmp_path):
     video.verify(deep=True)
 
 
+def test_lz4_flow_reads_back_exactly(tmp_path):
+    path = tmp_path / "v.mfv"
+    _, flow, _, blobs = _write_sample(path, flow_codec="lz4")
+    video = PackedVideo(path)
+    assert video.flow_codec == "lz4"
+    assert [bytes(t.numpy()) for t in video.flow_blobs([1])] == blobs[2:4]
+    assert torch.equal(video.read_flow(range(5)), quantize_flow(flow, 20.0))
+    _write_sample(tmp_path / "j.mfv")  # written without a codec key, as files before LZ4 existed
+    assert PackedVideo(tmp_path / "j.mfv").flow_codec == "jpeg"
+
+
+def test_a_flow_codec_this_version_cannot_read_is_named(tmp_path):
+    path = tmp_path / "v.mfv"
+    with PackedVideoWriter(path) as writer:
+        writer.add_rgb(0, encode_jpegs(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 90)[0])
+        writer.add_rgb(1, encode_jpegs(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 90)[0])
+        writer.add_flow(0, b"x", b"y")
+        writer.finish({"width": 8, "height": 8, "flow": {"method": "test", "bound": 20.0, "codec": "webp"}})
+    with pytest.raises(StoreError, match=r"v\.mfv: bad packed video file: flow codec 'webp' is not one this mateffnet reads"):
+        PackedVideo(path)
+
+
 def test_index_errors_name_the_file(tmp_path):
     path = tmp_path / "v.mfv"
     _write_sample(path)
     video = PackedVideo(path)
     with pytest.raises(IndexError, match="v.mfv: flow 5 out of range"):
-        video.flow_jpegs([5])
+        video.flow_blobs([5])
     with pytest.raises(IndexError, match="frame -1 out of range"):
         video.rgb_jpegs([-1])
 

@@ -204,7 +204,7 @@ class VideoDataset(torch.utils.data.Dataset):
         crops = self._crops(video.height, video.width, generator)
         flow = self.modality == "flow"
         if self.defer_decode:
-            blobs = video.flow_jpegs(positions) if flow else video.rgb_jpegs(positions)
+            blobs = video.flow_blobs(positions) if flow else video.rgb_jpegs(positions)
             return JpegClip(
                 data=torch.cat(blobs),
                 lengths=torch.tensor([len(b) for b in blobs], dtype=torch.long),

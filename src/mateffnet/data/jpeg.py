@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from mateffnet.errors import MateffnetError
+
+Region = tuple[int, int, int, int]  # top, left, height, width
 
 RGB_QUALITY = 90
 FLOW_QUALITY = 95
@@ -66,15 +69,40 @@ def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | to
         raise MateffnetError(f"cannot decode a stored JPEG image ({str(error).splitlines()[0]})") from None
 
 
-def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Like `decode_jpeg_list`, stacked: uint8 (N, C, H, W). All images must have the same size."""
+def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu",
+                 region: Region | None = None, mirror: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Like `decode_jpeg_list`, stacked: uint8 (N, C, H, W). All images must have the same size.
+
+    On the CPU, `region` (top, left, height, width) keeps only that part of each image, `mirror`
+    flips it left-right, and `out` (uint8 (N, C, h, w)) receives the result: each image is copied
+    once, straight from the decoder's output, into the clip.
+    """
     if not blobs:
         raise ValueError("no JPEG images to decode")
-    images = decode_jpeg_list(blobs, gray, device)
+    if torch.device(device).type != "cpu":
+        if region is not None or mirror or out is not None:
+            raise ValueError("region, mirror and out are for decoding on the CPU; crop the decoded batch on the GPU")
+        images = decode_jpeg_list(blobs, gray, device)
+        _same_size(images)
+        return torch.stack(images)
+    first = decode_jpeg_list(blobs[:1], gray)[0]
+    top, left, height, width = region or (0, 0, *first.shape[-2:])
+    if out is None:
+        out = torch.empty(len(blobs), first.shape[0], height, width, dtype=torch.uint8)
+    target = out.numpy()
+    columns = slice(left + width - 1, left - 1 if left else None, -1) if mirror else slice(left, left + width)
+    for i, blob in enumerate(blobs):
+        image = first if i == 0 else decode_jpeg_list([blob], gray)[0]
+        if i:
+            _same_size([first, image])
+        np.copyto(target[i], image.numpy()[:, top : top + height, columns])
+    return out
+
+
+def _same_size(images: Sequence[torch.Tensor]) -> None:
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) != 1:
         raise MateffnetError(f"stored JPEG images of one clip differ in size: {sorted(shapes)}")
-    return torch.stack(images)
 
 
 def as_tensor(data: bytes | bytearray | memoryview) -> torch.Tensor:

@@ -55,6 +55,7 @@ class PrepareOptions:
     max_frames: int | None = None  # keep only the first frames of each video (tests, previews)
     rgb_quality: int = 90
     flow_quality: int = 95
+    flow_codec: str = "jpeg"  # how flow planes are stored: jpeg (compact, TSN) or lz4 (lossless, ~4x cheaper to decode)
     flow_batch: int = 128  # frame pairs per compute_flow call
     chunk_frames: int = 64  # frames decoded and handed on at a time
     shard: tuple[int, int] | None = None  # (i, n): this process does every n-th video from i; None = torchrun's or (0, 1)
@@ -76,7 +77,8 @@ class PrepareOptions:
             "flow_bound": self.flow_bound if self.flow_method != "none" else None,
             "flow_params": self.flow_params,
             "rgb_quality": self.rgb_quality,
-            "flow_quality": self.flow_quality if self.flow_method != "none" else None,
+            "flow_codec": self.flow_codec if self.flow_method != "none" else None,
+            "flow_quality": self.flow_quality if self.flow_method != "none" and self.flow_codec == "jpeg" else None,
         }
 
 
@@ -287,6 +289,10 @@ def _check_options(options: PrepareOptions) -> None:
         )
     if options.flow_bound <= 0:
         raise MateffnetError(f"flow bound must be > 0, got {options.flow_bound}")
+    from mateffnet.data.flowcodec import FLOW_CODECS
+
+    if options.flow_codec not in FLOW_CODECS:
+        raise MateffnetError(f"unknown flow codec {options.flow_codec!r}; expected one of {', '.join(FLOW_CODECS)}")
     for name in ("rgb_quality", "flow_quality"):
         if not 1 <= getattr(options, name) <= 100:
             raise MateffnetError(f"{name} must be in 1..100, got {getattr(options, name)}")
@@ -329,8 +335,8 @@ def _meta(item: VideoItem, reader: VideoReader, options: PrepareOptions) -> dict
             "method": options.flow_method,
             "bound": options.flow_bound,
             "params": options.flow_params,
-            "codec": "jpeg",
-            "quality": options.flow_quality,
+            "codec": options.flow_codec,
+            "quality": options.flow_quality if options.flow_codec == "jpeg" else None,
         }
     from mateffnet import __version__
 
@@ -362,14 +368,12 @@ def _encode_rgb(frames: np.ndarray, quality: int) -> list[bytes]:
     return encode_jpegs(torch.from_numpy(frames).permute(0, 3, 1, 2), quality)
 
 
-def _encode_flow(quantized: np.ndarray, quality: int) -> list[tuple[bytes, bytes]]:
-    """uint8 (n, 2, H, W) → [(x JPEG, y JPEG), …]."""
-    import torch
-
-    from mateffnet.data.jpeg import encode_jpegs
+def _encode_flow(quantized: np.ndarray, options: PrepareOptions) -> list[tuple[bytes, bytes]]:
+    """uint8 (n, 2, H, W) → [(x, y), …] in the store's flow codec."""
+    from mateffnet.data.flowcodec import encode_flow_planes
 
     n, _, h, w = quantized.shape
-    blobs = encode_jpegs(torch.from_numpy(np.ascontiguousarray(quantized)).reshape(2 * n, 1, h, w), quality)
+    blobs = encode_flow_planes(np.ascontiguousarray(quantized).reshape(2 * n, h, w), options.flow_codec, options.flow_quality)
     return list(zip(blobs[0::2], blobs[1::2]))
 
 
@@ -403,7 +407,7 @@ def pack_video(item: VideoItem, path: str | os.PathLike, options: PrepareOptions
                 for start in range(0, len(frames) - 1, options.flow_batch):
                     stop = min(start + options.flow_batch, len(frames) - 1)
                     quantized = _compute_quantized_flow(frames[start:stop], frames[start + 1 : stop + 1], options, device)
-                    for k, (x, y) in enumerate(_encode_flow(quantized, options.flow_quality)):
+                    for k, (x, y) in enumerate(_encode_flow(quantized, options)):
                         writer.add_flow(first_flow + start + k, x, y)
                     flows += stop - start
                 previous = chunk[-1]
@@ -543,7 +547,7 @@ def _pack_with_remote_flow(worker_id, index, item, path, options, link: _Link) -
             kind, message_index, ks, quantized = message
             if kind != "flows" or message_index != index:
                 continue  # flow of an earlier, failed video of this worker
-            for k, (x, y) in zip(ks, _encode_flow(quantized, options.flow_quality)):
+            for k, (x, y) in zip(ks, _encode_flow(quantized, options)):
                 writer.add_flow(k, x, y)
             received += len(ks)
 

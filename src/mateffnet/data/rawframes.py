@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from mateffnet.data.jpeg import as_tensor, decode_jpegs
+from mateffnet.data.jpeg import Region, as_tensor, decode_jpegs
 from mateffnet.data.store import PackedVideoWriter
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import DEFAULT_BOUND
@@ -56,10 +56,11 @@ class RawFrames:
             raise MateffnetError(f"{folder}: {len(flow_x)} x-flow files but {len(flow_y)} y-flow files")
         self._flow = list(zip(flow_x, flow_y))
         self.num_frames, self.num_flows = len(self._rgb), len(self._flow)
-        first = self.rgb_jpegs([0]) if self.num_frames else self.flow_jpegs([0])[:1]
+        first = self.rgb_jpegs([0]) if self.num_frames else self.flow_blobs([0])[:1]
         _, self.height, self.width = decode_jpegs(first, gray=not self.num_frames)[0].shape
         self.fps = 0.0
         self.flow_bound = float(flow_bound) if self.num_flows else None
+        self.flow_codec = "jpeg" if self.num_flows else None
         self.meta = {
             "source": {"rawframes": str(self.path), "first_number": self.base},
             "width": self.width,
@@ -76,18 +77,22 @@ class RawFrames:
     def rgb_jpegs(self, frames: Sequence[int]) -> list[torch.Tensor]:
         return [self._load(self._rgb[_checked(self, int(i), self.num_frames, "frame")]) for i in frames]
 
-    def flow_jpegs(self, flows: Sequence[int]) -> list[torch.Tensor]:
+    def flow_blobs(self, flows: Sequence[int]) -> list[torch.Tensor]:
         out = []
         for k in flows:
             x, y = self._flow[_checked(self, int(k), self.num_flows, "flow")]
             out += [self._load(x), self._load(y)]
         return out
 
-    def read_rgb(self, frames: Sequence[int]) -> torch.Tensor:
-        return decode_jpegs(self.rgb_jpegs(frames), gray=False)
+    def read_rgb(self, frames: Sequence[int], region: Region | None = None, mirror: bool = False,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        return decode_jpegs(self.rgb_jpegs(frames), gray=False, region=region, mirror=mirror, out=out)
 
-    def read_flow(self, flows: Sequence[int]) -> torch.Tensor:
-        return decode_jpegs(self.flow_jpegs(flows), gray=True).view(-1, 2, self.height, self.width)
+    def read_flow(self, flows: Sequence[int], region: Region | None = None, mirror: bool = False,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+        planes = None if out is None else out.view(-1, 1, *out.shape[-2:])
+        planes = decode_jpegs(self.flow_blobs(flows), gray=True, region=region, mirror=mirror, out=planes)
+        return planes.view(-1, 2, *planes.shape[-2:])
 
     def _load(self, name: str) -> torch.Tensor:
         with open(self.path / name, "rb") as f:
@@ -101,7 +106,7 @@ def pack_rawframes(folder: str | os.PathLike, path: str | os.PathLike, flow_boun
         for i, blob in enumerate(frames.rgb_jpegs(range(frames.num_frames))):
             writer.add_rgb(i, bytes(blob.numpy()))
         for k in range(frames.num_flows):
-            x, y = frames.flow_jpegs([k])
+            x, y = frames.flow_blobs([k])
             writer.add_flow(k, bytes(x.numpy()), bytes(y.numpy()))
         meta = dict(frames.meta)
         if meta["flow"] is not None:

@@ -13,7 +13,8 @@ Layout (integers little-endian)::
                                         crc32(images) u32, b"MFVEND01"
 
 Flow k goes from frame k to frame k+1 (0-based), so a video of N frames has N-1 flows. Flow images
-are the TSN quantisation of each direction, q = round(255·(v+bound)/(2·bound)), as grayscale JPEG.
+are the TSN quantisation of each direction, q = round(255·(v+bound)/(2·bound)), stored in the codec
+that meta["flow"]["codec"] names: grayscale JPEG (the default) or LZ4 (`mateffnet.data.flowcodec`).
 
 Opening a file checks the magic, the footer, that the sizes add up to the file size and the
 checksum of meta+index, so a half-written or truncated file is rejected; `verify(deep=True)` also
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.data.jpeg import as_tensor, decode_jpegs
+from mateffnet.data.flowcodec import FLOW_CODECS, decode_flow_planes
+from mateffnet.data.jpeg import Region, as_tensor, decode_jpegs
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path
 
@@ -152,9 +154,9 @@ class PackedVideoWriter:
 class PackedVideo:
     """Read access to one packed video file (no file handle is kept: safe to pickle and fork).
 
-    `num_frames`, `num_flows`, `width`, `height`, `fps`, `flow_bound` (None without flow), `meta`;
-    `rgb_jpegs(frames)` / `flow_jpegs(flows)` give the stored JPEG bytes, `read_rgb` / `read_flow`
-    the decoded uint8 images.
+    `num_frames`, `num_flows`, `width`, `height`, `fps`, `flow_bound` and `flow_codec` (None without
+    flow), `meta`; `rgb_jpegs(frames)` / `flow_blobs(flows)` give the stored bytes (RGB: JPEG; flow:
+    `flow_codec`), `read_rgb` / `read_flow` the decoded uint8 images.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -194,6 +196,10 @@ class PackedVideo:
         self.fps = float(self.meta.get("fps") or 0.0)
         flow = self.meta.get("flow") or {}
         self.flow_bound = float(flow["bound"]) if self.num_flows else None
+        self.flow_codec = flow.get("codec", "jpeg") if self.num_flows else None
+        if self.flow_codec is not None and self.flow_codec not in FLOW_CODECS:
+            raise StoreError(path, f"flow codec {self.flow_codec!r} is not one this mateffnet reads ({', '.join(FLOW_CODECS)}); "
+                             "upgrade mateffnet")
 
     def __repr__(self) -> str:
         return f"PackedVideo({str(self.path)!r}, frames={self.num_frames}, flows={self.num_flows}, size={self.width}x{self.height})"
@@ -221,22 +227,28 @@ class PackedVideo:
         rows = [self._checked(int(i), self.num_frames, "frame") for i in frames]
         return self._read(rows)
 
-    def flow_jpegs(self, flows: Sequence[int]) -> list[torch.Tensor]:
-        """JPEG bytes of flows `flows` (0-based), interleaved: x of the first, y of the first, x of the second, …"""
+    def flow_blobs(self, flows: Sequence[int]) -> list[torch.Tensor]:
+        """Stored bytes (in `flow_codec`) of flows `flows` (0-based), interleaved: x of the first, y of the
+        first, x of the second, …"""
         rows = []
         for k in flows:
             k = self._checked(int(k), self.num_flows, "flow")
             rows += [self.num_frames + 2 * k, self.num_frames + 2 * k + 1]
         return self._read(rows)
 
-    def read_rgb(self, frames: Sequence[int]) -> torch.Tensor:
-        """uint8 (n, 3, H, W) RGB frames."""
-        return decode_jpegs(self.rgb_jpegs(frames), gray=False)
+    def read_rgb(self, frames: Sequence[int], region: Region | None = None, mirror: bool = False,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (n, 3, H, W) RGB frames, or only `region` (top, left, height, width) of them, mirrored
+        left-right if `mirror`, written into `out` if given."""
+        return decode_jpegs(self.rgb_jpegs(frames), gray=False, region=region, mirror=mirror, out=out)
 
-    def read_flow(self, flows: Sequence[int]) -> torch.Tensor:
-        """uint8 (n, 2, H, W) quantised flows (channel 0 = x, 1 = y); see `mateffnet.flow.dequantize_flow`."""
-        images = decode_jpegs(self.flow_jpegs(flows), gray=True)
-        return images.view(-1, 2, self.height, self.width)
+    def read_flow(self, flows: Sequence[int], region: Region | None = None, mirror: bool = False,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (n, 2, H, W) quantised flows (channel 0 = x, 1 = y), or a region of them as in `read_rgb`
+        (mirroring moves pixels only: the x values are not negated here); see `mateffnet.flow.dequantize_flow`."""
+        planes = decode_flow_planes(self.flow_blobs(flows), self.flow_codec or "jpeg", self.height, self.width,
+                                    region, mirror, out)
+        return planes.view(-1, 2, *planes.shape[-2:])
 
     def _checked(self, i: int, count: int, what: str) -> int:
         if not 0 <= i < count:

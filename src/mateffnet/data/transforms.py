@@ -132,8 +132,18 @@ def flip_clip(clip: torch.Tensor, flow: bool) -> torch.Tensor:
     """Mirror (..., C, H, W) horizontally; for a flow stack also negate x: 255 − v on even channels."""
     out = clip.flip(-1)
     if flow:
-        out[..., 0::2, :, :] = 255 - out[..., 0::2, :, :]
+        negate_flow_x(out)
     return out
+
+
+def negate_flow_x(clip: torch.Tensor) -> torch.Tensor:
+    """In place: x-flow v → 255 − v on the even channels of a (..., C, H, W) flow stack (a mirrored flow field)."""
+    x = clip[..., 0::2, :, :]
+    if x.dtype == torch.uint8:
+        x.bitwise_not_()  # ~v == 255 - v for uint8
+    else:
+        x.neg_().add_(255)
+    return clip
 
 
 def apply_crop(clip: torch.Tensor, crop: Crop, size: int, flow: bool) -> torch.Tensor:
@@ -154,9 +164,17 @@ def apply_crops(batch: torch.Tensor, crops: list[Crop], size: int, flow: bool) -
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """(..., H, W) → (..., size, size), bilinear with antialiasing, uint8 stays uint8.
 
-    Channels are resized as separate 1-channel images: torchvision's fast uint8 path on the CPU
-    handles 1–4 channels, not a 20-channel flow stack (2x slower that way).
+    Every channel is resized on its own. On the CPU, uint8 planes are grouped four at a time as
+    interleaved (channels_last) 4-channel images: torchvision's vectorised uint8 path takes those,
+    while 1-channel images take a plain path ~8x slower; the results are identical.
     """
     lead, (h, w) = images.shape[:-2], images.shape[-2:]
-    flat = images.reshape(-1, 1, h, w)
-    return TF.resize(flat, [size, size], antialias=True).reshape(*lead, size, size)
+    flat = images.reshape(-1, h, w)
+    if flat.device.type != "cpu" or flat.dtype != torch.uint8:
+        return TF.resize(flat[:, None], [size, size], antialias=True).reshape(*lead, size, size)
+    count = flat.shape[0]
+    if count % 4:
+        flat = torch.cat([flat, flat.new_zeros(4 - count % 4, h, w)])
+    grouped = flat.view(-1, 4, h, w).contiguous(memory_format=torch.channels_last)
+    out = TF.resize(grouped, [size, size], antialias=True).contiguous().view(-1, size, size)
+    return out[:count].reshape(*lead, size, size)
