@@ -3,14 +3,16 @@
     python benchmarks/loader.py                      # everything this machine can run
     python benchmarks/loader.py --workers 15 --seconds 20 --crop multiscale
 
-Builds its own store: the real clips of ../shared/data/videos (synthetic videos when absent) are
+Builds its own stores: the real clips of ../shared/data/videos (synthetic videos when absent) are
 prepared at short side 256 with optical flow (TV-L1 on a GPU when available, else Farneback; or
---flow-method); without PyAV, generated frames are packed directly. The same JPEGs are also
-written as an mmaction2-style rawframes folder per video (one file per image) for the reference
-rows and the disk comparison.
+--flow-method), once with flow as JPEG (the default) and once as LZ4 (`prepare --flow-codec lz4`);
+without PyAV, generated frames are packed directly. The JPEGs are also written as an mmaction2-style
+rawframes folder per video (one file per image) for the reference rows and the disk comparison.
 
 Rows (T=8 segments, batch 16, flow stacks of L=10, 224×224 crops, training sampling):
-- "packed, CPU decode": our VideoDataset + make_loader, workers decode (libjpeg-turbo) and crop;
+- "packed, CPU decode": our VideoDataset + make_loader, workers decode (libjpeg-turbo) and crop, and
+  on CUDA write the clips into make_loader's pinned ring buffer;
+- "packed, flow as LZ4, CPU decode": the same from the store with LZ4 flow (flow rows only);
 - "rawframes, CPU decode": the same pipeline reading one file per image (the peers' layout);
 - "packed, GPU decode": workers ship JPEG bytes, the batch is decoded with nvJPEG and cropped on
   the GPU (CUDA only);
@@ -42,7 +44,8 @@ import numpy as np
 import torch
 
 from mateffnet.data.annotations import VideoItem, folders
-from mateffnet.data.dataset import VideoDataset, make_loader
+from mateffnet.data.dataset import VideoDataset
+from mateffnet.data.loader import default_workers, make_loader
 from mateffnet.data.prepare import PrepareOptions, prepare_videos
 from mateffnet.data.store import PackedVideo, store_path
 
@@ -52,7 +55,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=None, help="loader workers for the CPU path (default: cores - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="loader workers for the CPU path (default: make_loader's)")
     parser.add_argument("--gpu-workers", type=int, default=None, help="loader workers for the GPU path (default 4)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measuring time per row")
     parser.add_argument("--batch", type=int, default=16)
@@ -69,7 +72,7 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     cores = _cores()
-    workers = args.workers if args.workers is not None else max(1, cores - 1)
+    workers = args.workers if args.workers is not None else default_workers()
     gpu_workers = args.gpu_workers if args.gpu_workers is not None else min(4, cores)
     work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-loader-bench-"))
     print(f"machine: {_machine()}; {cores} CPU cores; torch {torch.__version__}")
@@ -77,6 +80,7 @@ def main() -> int:
           f"frames prepared at short side {args.size}")
 
     items, report, flow_method = build_store(work, args.size, args.flow_method, device)
+    build_store(work, args.size, flow_method, device, flow_codec="lz4")
     if report is None:
         print(f"store: {len(items)} synthetic videos packed directly (no PyAV here; flow: {flow_method}) in {work}")
     else:
@@ -86,7 +90,7 @@ def main() -> int:
     print()
     _print_disk(work, items)
     print()
-    _print_jpeg_rates(work / "store", items, cuda)
+    _print_decode_rates(work, items, cuda)
     print()
 
     rows = []
@@ -94,6 +98,9 @@ def main() -> int:
         train = None if (not cuda or "train" in skip) else _train_rate(modality, args)
         rows.append((modality, f"packed, CPU decode ({workers} workers)",
                      _loader_rate(items, work / "store", modality, False, device, workers, args)))
+        if modality == "flow":
+            rows.append((modality, f"packed, flow as LZ4, CPU decode ({workers} workers)",
+                         _loader_rate(items, store_dir(work, "lz4"), modality, False, device, workers, args)))
         if "rawframes" not in skip:
             rows.append((modality, f"rawframes folders, CPU decode ({workers} workers)",
                          _loader_rate(items, work / "rawframes", modality, False, device, workers, args)))
@@ -127,7 +134,12 @@ def _machine() -> str:
     return f"{cpu}; {gpu}"
 
 
-def build_store(work: Path, size: int, flow_method: str | None, device: torch.device):
+def store_dir(work: Path, flow_codec: str = "jpeg") -> Path:
+    return work / ("store" if flow_codec == "jpeg" else f"store_{flow_codec}")
+
+
+def build_store(work: Path, size: int, flow_method: str | None, device: torch.device, flow_codec: str = "jpeg"):
+    """Prepare the benchmark clips into `store_dir(work, flow_codec)` → (items, report or None, flow method)."""
     from mateffnet.flow import FLOW_METHODS
 
     if flow_method is None:
@@ -135,11 +147,11 @@ def build_store(work: Path, size: int, flow_method: str | None, device: torch.de
     try:
         import av  # noqa: F401
     except ImportError:  # no PyAV: pack generated frames directly (same JPEG sizes and layout)
-        return _synthetic_store(work / "store", size, flow_method, device), None, flow_method
+        return _synthetic_store(store_dir(work, flow_codec), size, flow_method, device, flow_codec), None, flow_method
     source = SHARED_VIDEOS if SHARED_VIDEOS.is_dir() else _synthetic_videos(work / "videos")
     items = folders(source).items()
-    options = PrepareOptions(size=size, flow_method=flow_method, device=device.type)
-    report = prepare_videos(items, work / "store", options, progress=False)
+    options = PrepareOptions(size=size, flow_method=flow_method, device=device.type, flow_codec=flow_codec)
+    report = prepare_videos(items, store_dir(work, flow_codec), options, progress=False)
     if report.failed:
         raise SystemExit(f"preparing the benchmark store failed: {report.failures}")
     return items, report, flow_method
@@ -177,7 +189,8 @@ def _moving_texture(seed: int, frames: int, height: int, width: int) -> torch.Te
     return out
 
 
-def _synthetic_store(store: Path, size: int, flow_method: str, device: torch.device) -> list[VideoItem]:
+def _synthetic_store(store: Path, size: int, flow_method: str, device: torch.device, flow_codec: str) -> list[VideoItem]:
+    from mateffnet.data.flowcodec import encode_flow_planes
     from mateffnet.data.jpeg import encode_jpegs
     from mateffnet.data.store import PackedVideoWriter
     from mateffnet.flow import compute_flow, quantize_flow
@@ -197,13 +210,14 @@ def _synthetic_store(store: Path, size: int, flow_method: str, device: torch.dev
             a = a[: len(b)]
             flows.append(quantize_flow(compute_flow(a.to(device), b.to(device), method=flow_method)).cpu())
         flow = torch.cat(flows)
-        flow_jpegs = encode_jpegs(flow.reshape(-1, 1, height, width), 95)
+        flow_blobs = encode_flow_planes(flow.reshape(-1, height, width), flow_codec, 95)
         with PackedVideoWriter(path) as writer:
             for i, blob in enumerate(encode_jpegs(frames, 90)):
                 writer.add_rgb(i, blob)
             for k in range(len(flow)):
-                writer.add_flow(k, flow_jpegs[2 * k], flow_jpegs[2 * k + 1])
-            writer.finish({"width": width, "height": height, "fps": 25.0, "flow": {"method": flow_method, "bound": 20.0}})
+                writer.add_flow(k, flow_blobs[2 * k], flow_blobs[2 * k + 1])
+            flow_meta = {"method": flow_method, "bound": 20.0, "codec": flow_codec}
+            writer.finish({"width": width, "height": height, "fps": 25.0, "flow": flow_meta})
     return items
 
 
@@ -223,6 +237,7 @@ def _write_rawframes(store: Path, out: Path, items: list[VideoItem]) -> None:
 
 def _print_disk(work: Path, items: list[VideoItem]) -> None:
     packed = [store_path(work / "store", item.video_id) for item in items]
+    packed_lz4 = [store_path(store_dir(work, "lz4"), item.video_id) for item in items]
     folders_ = [work / "rawframes" / item.video_id for item in items]
     packed_apparent = sum(p.stat().st_size for p in packed)
     packed_allocated = sum(p.stat().st_blocks * 512 for p in packed)
@@ -236,20 +251,32 @@ def _print_disk(work: Path, items: list[VideoItem]) -> None:
     print(f"  {'packed (.mfv, one file)':<38} {1:>12} {packed_apparent / n:>14,.0f} {packed_allocated / n:>16,.0f}")
     print(f"  {'rawframes folder (one JPEG per image)':<38} {len(files) / n:>12.0f} {folder_apparent / n:>14,.0f} "
           f"{folder_allocated / n:>16,.0f}")
+    lz4_apparent = sum(p.stat().st_size for p in packed_lz4)
+    lz4_allocated = sum(p.stat().st_blocks * 512 for p in packed_lz4)
+    print(f"  {'packed, flow as LZ4 (lossless)':<38} {1:>12} {lz4_apparent / n:>14,.0f} {lz4_allocated / n:>16,.0f}")
     print(f"  packed / folder allocated: {packed_allocated / folder_allocated:.3f}; "
           f"index + footer overhead {(packed_apparent - folder_apparent) / n:,.0f} bytes/video")
 
 
-def _print_jpeg_rates(store: Path, items: list[VideoItem], cuda: bool) -> None:
-    """Raw JPEG decode rates (images/s): the ceiling of each loader path."""
+def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
+    """Raw decode rates (images/s): the ceiling of each loader path."""
+    from mateffnet.data.flowcodec import decode_flow_planes
     from mateffnet.data.jpeg import decode_jpeg_list
 
-    video = PackedVideo(store_path(store, items[0].video_id))
+    video = PackedVideo(store_path(work / "store", items[0].video_id))
+    lz4_video = PackedVideo(store_path(store_dir(work, "lz4"), items[0].video_id))
     flow = video.flow_blobs(range(min(80, video.num_flows)))
+    lz4_flow = lz4_video.flow_blobs(range(min(80, video.num_flows)))
     rgb = video.rgb_jpegs(range(min(64, video.num_frames)))
-    print(f"JPEG decode rate, {video.width}x{video.height} images (images/s):")
+    print(f"decode rate, {video.width}x{video.height} images (images/s):")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    decode_flow_planes(lz4_flow[:4], "lz4", video.height, video.width)
+    started = time.perf_counter()
+    decode_flow_planes(lz4_flow, "lz4", video.height, video.width)
+    print(f"  {'flow as LZ4':<17} CPU lz4, 1 core:           {len(lz4_flow) / (time.perf_counter() - started):9,.0f}")
+    torch.set_num_threads(threads)
     for name, blobs, gray in (("flow (1-channel)", flow, True), ("RGB", rgb, False)):
-        threads = torch.get_num_threads()
         torch.set_num_threads(1)
         decode_jpeg_list(blobs[:4], gray)
         started = time.perf_counter()

@@ -6,10 +6,11 @@
 For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10; bf16 autocast,
 channels_last, SGD): clips/s and peak GPU memory with uint8 batches already on the GPU, for batch 16 and
 doubling sizes up to the largest that fits; then the end-to-end rate with batches from the packed store
-(`VideoDataset` + `make_loader`, JPEGs decoded by CPU workers or by nvJPEG on the GPU) at batch 16 and at
-the largest batch, and its ratio to the synthetic rate (target ≥ 0.9: the GPU does not wait for data).
-The store is built as benchmarks/loader.py builds it (the real clips of ../shared/data, prepared with
-TV-L1 flow at short side 256).
+(`VideoDataset` + `make_loader`: JPEGs decoded by CPU workers into the pinned ring buffer, or by nvJPEG
+on the GPU; for flow also the store with LZ4 flow, decoded by CPU workers) at batch 16 and at the
+largest batch, and its ratio to the synthetic rate (target ≥ 0.9: the GPU does not wait for data).
+The stores are built as benchmarks/loader.py builds them (the real clips of ../shared/data, prepared
+with TV-L1 flow at short side 256).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import _cores, _machine, build_store, forever  # noqa: E402
+from loader import _cores, _machine, build_store, forever, store_dir  # noqa: E402
 
-from mateffnet.data.dataset import VideoDataset, make_loader  # noqa: E402
+from mateffnet.data.dataset import VideoDataset  # noqa: E402
+from mateffnet.data.loader import default_workers, make_loader  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
 
@@ -103,17 +105,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per row")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--flow-length", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default cores - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
     parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG decodes")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
         return 1
-    workers = args.workers if args.workers is not None else max(1, _cores() - 1)
+    workers = args.workers if args.workers is not None else default_workers()
     work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
     print(f"machine: {_machine()}; {_cores()} CPU cores; torch {torch.__version__}; {torch.cuda.get_device_name()}")
     items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
+    if "flow" in args.streams:
+        build_store(work, 256, flow_method, torch.device("cuda"), flow_codec="lz4")
     print(f"store: {len(items)} videos ({flow_method} flow) in {work}")
     print(f"EfficientNet-B0 MAT-EffNet, T={args.segments}, L={args.flow_length}, 224x224, bf16 autocast, channels_last, SGD\n")
     print("| stream | batch | input | clips/s | frames/s | peak GPU memory (GiB) | end-to-end / synthetic |")
@@ -128,11 +132,14 @@ def main() -> int:
             fits[batch] = result
             print(f"| {modality} | {batch} | synthetic (GPU tensors) | {result[0]:.1f} | {result[0] * args.segments:.0f} | "
                   f"{result[1]:.1f} | |", flush=True)
+        inputs = [(work / "store", False, f"packed store, CPU decode ({workers} workers)", workers),
+                  (work / "store", True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)", args.gpu_workers)]
+        if modality == "flow":
+            inputs.append((store_dir(work, "lz4"), False, f"packed store, flow as LZ4, CPU decode ({workers} workers)",
+                           workers))
         for batch in sorted({min(fits), max(fits)}):
-            for gpu_decode, label, count in ((False, f"packed store, CPU decode ({workers} workers)", workers),
-                                             (True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)",
-                                              args.gpu_workers)):
-                rate = end_to_end(modality, batch, items, work / "store", gpu_decode, count, args)
+            for store, gpu_decode, label, count in inputs:
+                rate = end_to_end(modality, batch, items, store, gpu_decode, count, args)
                 print(f"| {modality} | {batch} | {label} | {rate:.1f} | {rate * args.segments:.0f} | | "
                       f"{rate / fits[batch][0]:.2f} |", flush=True)
     return 0

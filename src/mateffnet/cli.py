@@ -76,8 +76,8 @@ def _add_prepare(sub) -> None:
     parser.add_argument("--flow-quality", type=int, default=95, help="JPEG quality of flow images (default 95)")
     parser.add_argument(
         "--flow-codec", default="jpeg", choices=["jpeg", "lz4"],
-        help="how flow is stored: jpeg (default; compact, as TSN/mmaction2) or lz4 (lossless, ~3x the bytes, "
-        "~4x cheaper to decode: for keeping a fast GPU fed with the flow stream)",
+        help="how flow is stored: jpeg (default; compact, as TSN/mmaction2) or lz4 (lossless, ~3x the flow's bytes, "
+        "~3x cheaper to decode: for keeping a fast GPU fed with the flow stream)",
     )
     parser.add_argument(
         "--shard", metavar="I/N",
@@ -182,7 +182,7 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--fusion-weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("RGB", "FLOW"),
                         help="weights of the softmax average (default 1 1, the paper's; TSN: 1 1.5)")
     parser.add_argument("--batch-size", type=int, default=2, help="videos per forward pass (each with all its views)")
-    parser.add_argument("--workers", type=int, help="loader processes (default: CPU cores - 1)")
+    parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default: evaluation)")
     parser.add_argument("--no-progress", action="store_true")

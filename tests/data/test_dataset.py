@@ -5,59 +5,24 @@ import pytest
 import torch
 
 from mateffnet.data.annotations import VideoItem
-from mateffnet.data.dataset import VideoDataset, collate_jpeg_clips, decode_batch, make_loader
-from mateffnet.data.jpeg import encode_jpegs
-from mateffnet.data.store import PackedVideoWriter, store_path
+from mateffnet.data.dataset import VideoDataset, collate_jpeg_clips, decode_batch
 from mateffnet.errors import MateffnetError
-
-H, W = 48, 64
-
-
-def _rgb_value(i):
-    return 10 + 10 * i
-
-
-def _flow_values(k):
-    return 50 + 5 * k, 200 - 5 * k
-
-
-def _write(store, video_id, frames):
-    """A packed video whose frame i is uniformly _rgb_value(i) and flow k is uniformly _flow_values(k)."""
-    rgb = torch.stack([torch.full((3, H, W), _rgb_value(i), dtype=torch.uint8) for i in range(frames)])
-    flow = torch.stack([torch.tensor(_flow_values(k), dtype=torch.uint8).view(2, 1, 1).expand(2, H, W) for k in range(frames - 1)])
-    flow_jpegs = encode_jpegs(flow.reshape(-1, 1, H, W), 95)
-    with PackedVideoWriter(store_path(store, video_id)) as writer:
-        for i, blob in enumerate(encode_jpegs(rgb, 95)):
-            writer.add_rgb(i, blob)
-        for k in range(frames - 1):
-            writer.add_flow(k, flow_jpegs[2 * k], flow_jpegs[2 * k + 1])
-        writer.finish({"width": W, "height": H, "flow": {"method": "test", "bound": 20.0}})
+from uniform_store import ITEMS, flow_values, frame_numbers, write_store, write_uniform_video
 
 
 @pytest.fixture
 def store(tmp_path):
-    _write(tmp_path, "a/long", 20)
-    _write(tmp_path, "b/short", 5)
-    return tmp_path
-
-
-ITEMS = [VideoItem("a/long", Path("a/long.avi"), 3), VideoItem("b/short", Path("b/short.avi"), 1)]
-
-
-def _frame_numbers(clip):
-    """Frame index of each RGB segment, read back from the uniform pixel values."""
-    return [round((v - 10) / 10) for v in clip.float().mean(dim=(1, 2, 3)).tolist()]
-
+    return write_store(tmp_path)
 
 def test_rgb_training_clips(store):
     torch.manual_seed(0)
     dataset = VideoDataset(ITEMS, store, "rgb", num_segments=4, input_size=32)
     clip, label = dataset[0]
     assert clip.shape == (4, 3, 32, 32) and clip.dtype == torch.uint8 and label == 3
-    frames = _frame_numbers(clip)
+    frames = frame_numbers(clip)
     assert all(5 * t <= f < 5 * (t + 1) for t, f in enumerate(frames))  # one frame per segment of 20
     short, label = dataset[1]
-    assert label == 1 and _frame_numbers(short) == sorted(_frame_numbers(short))
+    assert label == 1 and frame_numbers(short) == sorted(frame_numbers(short))
 
 
 def test_training_samples_are_a_function_of_seed_epoch_and_index(store):
@@ -89,7 +54,7 @@ def test_flow_training_clips_are_consecutive_stacks(store):
         assert torch.all(ks[:, 1:] - ks[:, :-1] == 1)  # flows k, k+1, k+2, k+3
         assert ks.min() >= 0 and ks.max() <= 18  # 19 flows for 20 frames
         x = means[:, 0::2]
-        plain = torch.tensor([[_flow_values(int(k))[0] for k in row] for row in ks], dtype=torch.float32)
+        plain = torch.tensor([[flow_values(int(k))[0] for k in row] for row in ks], dtype=torch.float32)
         flipped = torch.allclose(x, 255 - plain, atol=1.5)
         assert flipped or torch.allclose(x, plain, atol=1.5)
         seen_flip.add(flipped)
@@ -123,20 +88,20 @@ def test_deferred_decoding_gives_the_same_samples(store, modality, train):
         assert batch.labels.tolist() == [3, 1]
 
 
-@pytest.mark.parametrize("defer", [False, True])
-@pytest.mark.parametrize("workers", [0, 2])
-def test_make_loader_batches(store, defer, workers):
-    items = ITEMS * 3
-    dataset = VideoDataset(items, store, "flow", num_segments=2, flow_length=3, input_size=32, defer_decode=defer)
-    loader = make_loader(dataset, batch_size=4, workers=workers)
-    batches = list(loader)
-    assert len(loader) == len(batches) == 1  # 6 videos, batch 4, drop_last when training
-    clips, labels = batches[0]
-    assert clips.shape == (4, 2, 6, 32, 32) and clips.dtype == torch.uint8
-    assert set(labels.tolist()) <= {1, 3}
-    test = VideoDataset(items, store, "rgb", num_segments=2, train=False, num_crops=3, input_size=32, defer_decode=defer)
-    shapes = [clips.shape for clips, _ in make_loader(test, batch_size=4, workers=workers)]
-    assert shapes == [(4, 3, 2, 3, 32, 32), (2, 3, 2, 3, 32, 32)]
+def test_lz4_flow_gives_the_same_clips_and_is_decoded_by_the_workers(store, tmp_path):
+    lz4_store = tmp_path / "lz4"
+    write_uniform_video(lz4_store, "a/long", 20, flow_codec="lz4")
+    write_uniform_video(lz4_store, "b/short", 5, flow_codec="lz4")
+    kwargs = dict(num_segments=3, flow_length=3, input_size=40, train_crop="multiscale", seed=5)
+    jpeg = VideoDataset(ITEMS, store, "flow", **kwargs)
+    lz4 = VideoDataset(ITEMS, lz4_store, "flow", defer_decode=True, **kwargs)
+    assert not lz4.defer_decode  # nvJPEG decodes only JPEG; LZ4 is cheap on the CPU
+    for i in range(2):
+        assert torch.equal(lz4[i][0], jpeg[i][0])
+    mixed = VideoDataset(ITEMS, store, "flow", defer_decode=True, **kwargs)
+    write_uniform_video(store, "b/short", 5, flow_codec="lz4")
+    with pytest.raises(MateffnetError, match=r"short\.mfv: flow stored as lz4, not JPEG, in a store of JPEG flow"):
+        mixed[1]
 
 
 def test_missing_videos_are_summarised_and_left_out(store, caplog):
@@ -160,10 +125,3 @@ def test_reads_tsn_rawframes_folders(shared_data):
     rgb, _ = VideoDataset([item], root, "rgb", num_segments=3, input_size=112)[0]
     flow, _ = VideoDataset([item], root, "flow", num_segments=3, flow_length=10, input_size=112)[0]
     assert rgb.shape == (3, 3, 112, 112) and flow.shape == (3, 20, 112, 112)
-
-
-def test_make_loader_takes_a_sampler(store):
-    dataset = VideoDataset(ITEMS * 2, store, "rgb", num_segments=2, input_size=32)
-    sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
-    labels = [label for _, batch in make_loader(dataset, batch_size=2, workers=0, sampler=sampler) for label in batch.tolist()]
-    assert labels == [1, 1]  # rank 1 of 2 gets items 1 and 3

@@ -5,12 +5,14 @@
 
 Modules: `decode` (PyAV), `annotations` (UCF101, HMDB51, Kinetics-400, lists, folders), `store`
 (the packed per-video file), `rawframes` (mmaction2/TSN frame folders), `prepare` (the
-dataset-scale job behind `mateffnet prepare`), `sampling`, `transforms`, `jpeg`, `dataset`.
+dataset-scale job behind `mateffnet prepare`), `sampling`, `transforms`, `jpeg`, `flowcodec`, `dataset`,
+`loader`.
 """
 
 from mateffnet.data.annotations import Annotations, VideoItem, load_annotations, split_missing
-from mateffnet.data.dataset import VideoDataset, decode_batch, make_loader
+from mateffnet.data.dataset import VideoDataset, decode_batch
 from mateffnet.data.decode import VideoDecodeError, VideoReader, read_video
+from mateffnet.data.loader import make_loader
 from mateffnet.data.prepare import PrepareOptions, PrepareReport, prepare_dataset, prepare_videos
 from mateffnet.data.rawframes import RawFrames, pack_rawframes
 from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path

@@ -1,32 +1,26 @@
-"""From annotation items and a store folder to batches of uint8 clips on the training device.
+"""From annotation items and a store folder to uint8 clips: TSN sampling, decoding, crops and flips.
 
 `VideoDataset` samples TSN segments from each video's packed file (or mmaction2/TSN rawframes
 folder), crops and flips them. Training samples are (uint8 clip (T, C, S, S), label); test samples
 are (uint8 views (V, T, C, S, S), label). C is 3 for RGB and 2·flow_length for flow (x0, y0, x1, y1,
-…). Nothing is normalised: the model does that.
+…). Nothing is normalised: the model does that. `mateffnet.data.loader.make_loader` batches them.
 
 Two ways to decode, same samples:
 
-- in the DataLoader workers (`defer_decode=False`): workers decode JPEGs with libjpeg-turbo, crop,
-  flip, and hand over finished uint8 clips;
+- in the DataLoader workers (`defer_decode=False`): workers decode JPEGs with libjpeg-turbo (and
+  LZ4 flow), crop, flip, and hand over finished uint8 clips;
 - on the device (`defer_decode=True`, for a GPU): workers only read the JPEG bytes and draw the
   sampling positions and crops; `decode_batch` decodes the whole batch with nvJPEG in one call and
   crops/flips on the GPU. Workers then move ~1 MB per flow clip instead of ~8 MB, and the CPU
   does no pixel work. `decode_batch` runs on the CPU too (that is how it is tested here).
-
-`make_loader` picks workers, pinning, persistence and prefetching, and yields (clips, labels) on the
-device, decoding deferred batches in a background thread so decoding overlaps the training step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import queue
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -36,7 +30,7 @@ from mateffnet.data.jpeg import decode_jpeg_list
 from mateffnet.data.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
 from mateffnet.data.store import PackedVideo, store_path
-from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, train_crop
+from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, negate_flow_x, train_crop
 from mateffnet.errors import MateffnetError
 
 log = logging.getLogger("mateffnet")
@@ -56,6 +50,17 @@ def locate_video(root: str | os.PathLike, video_id: str) -> Path | None:
 
 def open_video(path: Path, flow_bound: float = 20.0) -> PackedVideo | RawFrames:
     return RawFrames(path, flow_bound) if path.is_dir() else PackedVideo(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleKey:
+    """What a loader asks a dataset for: sample `index` as drawn in `epoch`, written into ring slot
+    `slot` (`mateffnet.data.loader`; -1: returned). A DataLoader worker's copy of the dataset does
+    not see `set_epoch` calls made after it started, so the epoch travels with the index."""
+
+    index: int
+    epoch: int
+    slot: int = -1
 
 
 @dataclasses.dataclass
@@ -172,6 +177,11 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.paths.append(path)
         if self.missing:
             log.warning("%s (not prepared in %s)", missing_summary(self.missing, len(items)), self.root)
+        if defer_decode and modality == "flow" and self.paths:
+            codec = open_video(self.paths[0], flow_bound).flow_codec
+            if codec != "jpeg":  # LZ4 decodes ~3x faster than JPEG on a CPU core; nvJPEG decodes only JPEG
+                log.info("flow stored as %s in %s: decoded by the loader workers, not on the GPU", codec, self.root)
+                self.defer_decode = False
         if train and any(item.label < 0 for item in self.items):
             unlabelled = next(item for item in self.items if item.label < 0)
             raise MateffnetError(f"video {unlabelled.video_id} has no label; training needs labelled videos")
@@ -188,15 +198,26 @@ class VideoDataset(torch.utils.data.Dataset):
         worker or process loads it: resumed and multi-GPU runs see exactly the samples of a plain run."""
         self.epoch = epoch
 
-    def _generator(self, index: int) -> torch.Generator | None:
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of a decoded sample: (T, C, S, S) to train, (V, T, C, S, S) to test."""
+        clip = (self.num_segments, self.channels, self.input_size, self.input_size)
+        return clip if self.train else (self.num_crops, *clip)
+
+    def _generator(self, index: int, epoch: int) -> torch.Generator | None:
         if not self.train:
             return None
-        mixed = (self.seed * 0x9E3779B97F4A7C15 + self.epoch * 0xBF58476D1CE4E5B9 + index) % (2**63 - 1)
+        mixed = (self.seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index) % (2**63 - 1)
         return torch.Generator().manual_seed(mixed)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | SampleKey):
+        return self.write(key)
+
+    def write(self, key: int | SampleKey, out: torch.Tensor | None = None):
+        """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given."""
+        index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (key, self.epoch)
         item, video = self.items[index], open_video(self.paths[index], self.flow_bound)
-        generator = self._generator(index)
+        generator = self._generator(index, epoch)
         positions = clip_indices(
             self.modality, video.num_frames, video.num_flows, self.num_segments, self.flow_length, self.train,
             generator,
@@ -204,6 +225,9 @@ class VideoDataset(torch.utils.data.Dataset):
         crops = self._crops(video.height, video.width, generator)
         flow = self.modality == "flow"
         if self.defer_decode:
+            if flow and video.flow_codec != "jpeg":
+                raise MateffnetError(f"{video.path}: flow stored as {video.flow_codec}, not JPEG, in a store of JPEG flow "
+                                     "(prepared with different --flow-codec?); GPU decoding needs JPEG")
             blobs = video.flow_blobs(positions) if flow else video.rgb_jpegs(positions)
             return JpegClip(
                 data=torch.cat(blobs),
@@ -215,143 +239,32 @@ class VideoDataset(torch.utils.data.Dataset):
                 size=self.input_size,
                 views=not self.train,
             )
+        if self.train:
+            return self._training_clip(video, positions, crops[0], out), item.label
         images = video.read_flow(positions) if flow else video.read_rgb(positions)
         clip = images.view(self.num_segments, -1, video.height, video.width)
-        views = [apply_crop(clip, crop, self.input_size, flow) for crop in crops]
-        return (views[0] if self.train else torch.stack(views)), item.label
+        views = torch.stack([apply_crop(clip, crop, self.input_size, flow) for crop in crops])
+        return (views if out is None else out.copy_(views)), item.label
+
+    def _training_clip(self, video, positions: list[int], crop: Crop, out: torch.Tensor | None) -> torch.Tensor:
+        """Decode only the crop's region of each image, straight into the clip (into `out` if given).
+        A crop of the input size is mirrored while it is copied out of the decoder; a crop that needs
+        resizing is resized first and flipped after, as `apply_crop` (and the GPU path) does."""
+        flow = self.modality == "flow"
+        region = (crop.top, crop.left, crop.height, crop.width)
+        exact = crop.height == crop.width == self.input_size
+        target = None if out is None or not exact else out.view(-1, 2 if flow else 3, *out.shape[-2:])
+        read = video.read_flow if flow else video.read_rgb
+        images = read(positions, region, mirror=exact and crop.flip, out=target)
+        clip = images.view(self.num_segments, -1, crop.height, crop.width)
+        if exact:
+            if crop.flip and flow:
+                negate_flow_x(clip)
+            return clip
+        clip = apply_crop(clip, dataclasses.replace(crop, top=0, left=0), self.input_size, flow)
+        return clip if out is None else out.copy_(clip)
 
     def _crops(self, height: int, width: int, generator: torch.Generator | None) -> list[Crop]:
         if self.train:
             return [train_crop(height, width, self.input_size, self.train_crop, self.flip, generator, self.scales)]
         return eval_crops(height, width, self.input_size, self.num_crops)
-
-
-class VideoLoader:
-    """Batches of (uint8 clips, int64 labels) on `device`; see `make_loader`."""
-
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, deferred: bool, background: bool):
-        self.loader, self.device, self.deferred, self.background = loader, device, deferred, background
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.deferred and self.background:
-            return _background(self._batches(), self.device)
-        return self._batches()
-
-    def _batches(self):
-        for batch in self.loader:
-            if self.deferred:
-                clips = decode_batch(batch, self.device)
-                labels = batch.labels.to(self.device, non_blocking=True)
-            else:
-                clips, labels = batch
-                clips = clips.to(self.device, non_blocking=True)
-                labels = labels.to(self.device, non_blocking=True)
-            yield clips, labels
-
-
-def make_loader(
-    dataset: VideoDataset,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-    shuffle: bool | None = None,
-    drop_last: bool | None = None,
-    workers: int | None = None,
-    prefetch: int | None = None,
-    background: bool = True,
-    sampler: torch.utils.data.Sampler | None = None,
-) -> VideoLoader:
-    """A loader that yields (clips, labels) on `device`.
-
-    Defaults: shuffle and drop_last when the dataset trains; workers = all CPU cores but one when
-    workers decode, 4 when decoding is deferred to the device; pinned memory and non-blocking
-    copies for CUDA; persistent workers; 2 batches prefetched per worker (4 when deferred: those
-    batches are small). A deferred dataset's batches are decoded on `device` in a background
-    thread, one batch ahead. `sampler` (e.g. a DistributedSampler) replaces shuffling.
-    """
-    device = torch.device(device)
-    cores = _cores()
-    deferred = getattr(dataset, "defer_decode", False)  # any map-style dataset of (clip, label) works too
-    if workers is None:
-        workers = min(4, cores) if deferred else max(1, cores - 1)
-    if prefetch is None:
-        prefetch = 4 if deferred else 2
-    train = getattr(dataset, "train", True)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=(train if shuffle is None else shuffle) if sampler is None else False,
-        sampler=sampler,
-        drop_last=train if drop_last is None else drop_last,
-        num_workers=workers,
-        collate_fn=collate_jpeg_clips if deferred else None,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=prefetch if workers > 0 else None,
-    )
-    return VideoLoader(loader, device, deferred, background)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-_END = object()
-
-
-def _background(batches: Iterator, device: torch.device, depth: int = 2) -> Iterator:
-    """Run `batches` (decoding on `device`) in a thread, `depth` batches ahead. On CUDA the thread
-    decodes on its own stream; each batch is handed over with an event the consumer waits on."""
-    results: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    cuda = device.type == "cuda"
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        stream = torch.cuda.Stream(device) if cuda else None
-        try:
-            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-                for clips, labels in batches:
-                    event = None
-                    if cuda:
-                        event = torch.cuda.Event()
-                        event.record(stream)
-                    if not put((clips, labels, event)):
-                        return
-        except BaseException as error:  # handed to the consumer, raised there
-            put(error)
-            return
-        put(_END)
-
-    thread = threading.Thread(target=produce, name="mateffnet-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = results.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            clips, labels, event = item
-            if event is not None:
-                current = torch.cuda.current_stream(device)
-                current.wait_event(event)
-                clips.record_stream(current)
-                labels.record_stream(current)
-            yield clips, labels
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -2,11 +2,11 @@
 
 Each flow field is two uint8 planes (x, y) of the TSN quantisation. A training clip of the flow
 stream reads 2·T·L planes (160 for T = 8, L = 10), so their decoding cost decides whether the
-loader keeps a GPU busy. On real TV-L1 flow at 340×256 (BENCHMARKS.md, "Flow codecs"):
+loader keeps a GPU busy. On real TV-L1 flow at 341×256 (BENCHMARKS.md, "Data loading"):
 
-    codec        bytes per field    decode per field (one core)    exact
-    jpeg (q95)   ~7 KiB             ~190 µs                        no (mean error ~0.06 of 255)
-    lz4          ~21 KiB            ~47 µs                         yes
+    codec        bytes per field (x + y)    planes decoded per second, one core    exact
+    jpeg (q95)   ~7 KiB                     ~5,400 (H100 host) – 6,300 (dev machine)    no (mean error ~0.06 of 255)
+    lz4          ~21 KiB                    ~17,500 – 18,200                            yes
 
 "lz4" is an LZ4 block per plane (high-compression level `LZ4_LEVEL`), raw uint8 rows, no header:
 the plane size comes from the packed file's meta.

@@ -37,7 +37,7 @@ def collect_scores(model, loader, ctx: distributed.Distributed, precision: torch
         scores.append(logits.float().softmax(-1).view(batch, num_views, -1).mean(1).cpu().numpy())
         labels.append(np.asarray(label.cpu() if torch.is_tensor(label) else label))
     model.train(was_training)
-    indices = np.asarray(list(loader.loader.sampler), dtype=np.int64)
+    indices = np.asarray(loader.sample_indices(), dtype=np.int64)
     local = (indices, np.concatenate(scores) if scores else None, np.concatenate(labels) if labels else None)
     parts = [p for p in distributed.gather_objects(ctx, local) if p[1] is not None]
     all_indices = np.concatenate([p[0] for p in parts])

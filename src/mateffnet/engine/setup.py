@@ -57,8 +57,9 @@ def input_size(config: ExperimentConfig) -> int:
 
 
 def decodes_on_gpu(data: DataConfig, device: torch.device) -> bool:
-    """data.decode: "gpu", "cpu", or "auto" (nvJPEG when the run is on CUDA)."""
-    return data.decode == "gpu" or (data.decode == "auto" and device.type == "cuda")
+    """data.decode: "gpu" (nvJPEG, on CUDA), "cpu", or "auto": CPU workers, which on the 16-core H100 host
+    fed both streams faster than nvJPEG did, sharing the GPU with training (BENCHMARKS.md)."""
+    return data.decode == "gpu" and device.type == "cuda"
 
 
 def make_dataset(config: ExperimentConfig, items: list[VideoItem], train: bool, device: torch.device,

@@ -120,7 +120,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     board = _tensorboard(out_dir) if ctx.is_main else None
 
     for epoch in range(start_epoch, tc.epochs):
-        row = _train_one_epoch(net, model, train_loader, train_set, optimizer, scheduler, scaler, tc, precision,
+        row = _train_one_epoch(net, model, train_loader, optimizer, scheduler, scaler, tc, precision,
                                epoch, steps_per_epoch, ctx, progress, out_dir)
         is_last = epoch + 1 == tc.epochs
         if val_loader is not None and (is_last or (tc.val_every and (epoch + 1) % tc.val_every == 0)):
@@ -144,11 +144,9 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     return TrainResult(out_dir, history, best[0], best[1])
 
 
-def _train_one_epoch(net, model, loader, train_set, optimizer, scheduler, scaler, tc, precision, epoch,
+def _train_one_epoch(net, model, loader, optimizer, scheduler, scaler, tc, precision, epoch,
                      steps, ctx, progress, out_dir) -> dict:
-    loader.loader.sampler.set_epoch(epoch)
-    if hasattr(train_set, "set_epoch"):
-        train_set.set_epoch(epoch)
+    loader.set_epoch(epoch)  # the dataset's random crops and positions, the sampler's order
     net.train()
     set_bn_mode(_unwrap(model), tc.bn)
     device = ctx.device
@@ -263,7 +261,7 @@ def _unwrap(model):
 
 
 def make_train_loader(dataset, batch_size: int, workers: int, seed: int, ctx):
-    from mateffnet.data.dataset import make_loader
+    from mateffnet.data.loader import make_loader
 
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     return make_loader(dataset, batch_size, ctx.device, drop_last=True, workers=workers, sampler=sampler)
@@ -271,7 +269,7 @@ def make_train_loader(dataset, batch_size: int, workers: int, seed: int, ctx):
 
 def make_eval_loader(dataset, batch_size: int, workers: int | None, ctx):
     """Each process scores the videos rank, rank + N, …: no padding, so no video is counted twice."""
-    from mateffnet.data.dataset import make_loader
+    from mateffnet.data.loader import make_loader
 
     sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
     return make_loader(dataset, max(1, batch_size), ctx.device, drop_last=False, workers=workers, sampler=sampler)
