@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mateffnet.data.jpeg import Region
+from mateffnet.data.jpeg import Region, region_columns
 from mateffnet.errors import MateffnetError
 
 FLOW_CODECS = ("jpeg", "lz4")
@@ -62,7 +62,7 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
         if out is None:
             out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
         target = out.numpy().reshape(len(blobs), rows, columns)
-        cols = slice(left + columns - 1, left - 1 if left else None, -1) if mirror else slice(left, left + columns)
+        cols = region_columns(left, columns, mirror)
         try:
             for plane, blob in zip(target, blobs):
                 whole = np.frombuffer(lz4.block.decompress(blob.numpy(), uncompressed_size=height * width), dtype=np.uint8)

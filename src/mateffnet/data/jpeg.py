@@ -90,13 +90,18 @@ def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.
     if out is None:
         out = torch.empty(len(blobs), first.shape[0], height, width, dtype=torch.uint8)
     target = out.numpy()
-    columns = slice(left + width - 1, left - 1 if left else None, -1) if mirror else slice(left, left + width)
+    columns = region_columns(left, width, mirror)
     for i, blob in enumerate(blobs):
         image = first if i == 0 else decode_jpeg_list([blob], gray)[0]
         if i:
             _same_size([first, image])
         np.copyto(target[i], image.numpy()[:, top : top + height, columns])
     return out
+
+
+def region_columns(left: int, width: int, mirror: bool) -> slice:
+    """The columns left … left+width-1 of an image, right to left if `mirror`."""
+    return slice(left + width - 1, left - 1 if left else None, -1) if mirror else slice(left, left + width)
 
 
 def _same_size(images: Sequence[torch.Tensor]) -> None:
