@@ -28,46 +28,48 @@ FLOW_CODECS = ("jpeg", "lz4")
 LZ4_LEVEL = 4
 
 
+def check_flow_codec(codec: str) -> None:
+    if codec not in FLOW_CODECS:
+        raise MateffnetError(f"unknown flow codec {codec!r}; expected one of {', '.join(FLOW_CODECS)}")
+
+
 def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: int = 95) -> list[bytes]:
     """uint8 (N, H, W) planes → N byte strings in `codec` (`quality` is JPEG's)."""
     planes = torch.as_tensor(planes)
     if planes.dtype != torch.uint8 or planes.ndim != 3:
         raise ValueError(f"expected uint8 (N, H, W) planes, got {tuple(planes.shape)} {planes.dtype}")
+    check_flow_codec(codec)
     if codec == "jpeg":
         from mateffnet.data.jpeg import encode_jpegs
 
         return encode_jpegs(planes.unsqueeze(1), quality)
-    if codec == "lz4":
-        import lz4.block
+    import lz4.block
 
-        array = planes.cpu().contiguous().numpy()
-        return [lz4.block.compress(plane, mode="high_compression", compression=LZ4_LEVEL, store_size=False)
-                for plane in array]
-    raise MateffnetError(f"unknown flow codec {codec!r}; expected one of {', '.join(FLOW_CODECS)}")
+    array = planes.cpu().contiguous().numpy()
+    return [lz4.block.compress(plane, mode="high_compression", compression=LZ4_LEVEL, store_size=False) for plane in array]
 
 
 def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, width: int,
                        region: Region | None = None, mirror: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
     """Stored planes (1-D uint8 tensors) of `width`×`height` → uint8 (N, H, W) on the CPU, or only
     `region` (top, left, height, width) of each, mirrored left-right if `mirror`, into `out` if given."""
+    check_flow_codec(codec)
     if codec == "jpeg":
         from mateffnet.data.jpeg import decode_jpegs
 
         planes = None if out is None else out.view(len(blobs), 1, *out.shape[-2:])
         return decode_jpegs(blobs, gray=True, region=region, mirror=mirror, out=planes)[:, 0]
-    if codec == "lz4":
-        import lz4.block
+    import lz4.block
 
-        top, left, rows, columns = region or (0, 0, height, width)
-        if out is None:
-            out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
-        target = out.numpy().reshape(len(blobs), rows, columns)
-        cols = region_columns(left, columns, mirror)
-        try:
-            for plane, blob in zip(target, blobs):
-                whole = np.frombuffer(lz4.block.decompress(blob.numpy(), uncompressed_size=height * width), dtype=np.uint8)
-                np.copyto(plane, whole.reshape(height, width)[top : top + rows, cols])
-        except (lz4.block.LZ4BlockError, ValueError) as error:
-            raise MateffnetError(f"cannot decode a stored LZ4 flow plane of {width}x{height} ({error})") from None
-        return out.view(len(blobs), rows, columns)
-    raise MateffnetError(f"unknown flow codec {codec!r}; expected one of {', '.join(FLOW_CODECS)}")
+    top, left, rows, columns = region or (0, 0, height, width)
+    if out is None:
+        out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
+    target = out.numpy().reshape(len(blobs), rows, columns)
+    cols = region_columns(left, columns, mirror)
+    try:
+        for plane, blob in zip(target, blobs):
+            whole = np.frombuffer(lz4.block.decompress(blob.numpy(), uncompressed_size=height * width), dtype=np.uint8)
+            np.copyto(plane, whole.reshape(height, width)[top : top + rows, cols])
+    except (lz4.block.LZ4BlockError, ValueError) as error:
+        raise MateffnetError(f"cannot decode a stored LZ4 flow plane of {width}x{height} ({error})") from None
+    return out.view(len(blobs), rows, columns)

@@ -289,10 +289,9 @@ def _check_options(options: PrepareOptions) -> None:
         )
     if options.flow_bound <= 0:
         raise MateffnetError(f"flow bound must be > 0, got {options.flow_bound}")
-    from mateffnet.data.flowcodec import FLOW_CODECS
+    from mateffnet.data.flowcodec import check_flow_codec
 
-    if options.flow_codec not in FLOW_CODECS:
-        raise MateffnetError(f"unknown flow codec {options.flow_codec!r}; expected one of {', '.join(FLOW_CODECS)}")
+    check_flow_codec(options.flow_codec)
     for name in ("rgb_quality", "flow_quality"):
         if not 1 <= getattr(options, name) <= 100:
             raise MateffnetError(f"{name} must be in 1..100, got {getattr(options, name)}")
