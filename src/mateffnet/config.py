@@ -92,6 +92,8 @@ class TrainConfig:
     precision: str = opt("auto", 'auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16')
     channels_last: bool | None = opt(None, 'channels_last memory format; null: on CUDA only')
     compile: bool = opt(False, 'torch.compile the model')
+    cuda_graph: bool | None = opt(None, 'replay forward+backward as a CUDA graph (fixed batch shape); null: on CUDA '
+                                  'with one process, no compile, precision not fp16')
     device: str = opt("auto", 'auto | cpu | cuda')
     val_every: int = opt(1, 'validate every N epochs (0: never; the last epoch always)')
     seed: int = opt(0, "seed for weights init, data order and augmentation")

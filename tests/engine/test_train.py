@@ -98,3 +98,14 @@ def test_warmup_then_cosine_schedule():
     assert factor(100) == pytest.approx(0.0, abs=1e-9)
     step = small_config(**{"train.schedule": "step", "train.step_epochs": "[2, 3]"})
     assert [lr_factor(step.train, 1)(s) for s in range(4)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_graphed_training_step_gives_the_eager_runs_weights(tmp_path):
+    for name, graph in (("eager", "false"), ("graphed", "null")):
+        config = small_config(**{"train.device": "cuda", "train.cuda_graph": graph, "train.precision": "fp32",
+                                 "train.bn": "train", "model.dropout": 0.3, "train.epochs": 2})
+        train(config, tmp_path / name, train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
+    eager, graphed = final_weights(tmp_path / "eager"), final_weights(tmp_path / "graphed")
+    for key in eager:
+        torch.testing.assert_close(graphed[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -9,6 +9,7 @@ from mateffnet.config import ExperimentConfig
 from mateffnet.data.dataset import locate_video
 from mateffnet.engine.distributed import resolve_device
 from mateffnet.engine.setup import build_model, input_size, load_split
+from mateffnet.engine.step import use_cuda_graph
 from mateffnet.engine.train import resolve_precision, use_channels_last
 from mateffnet.errors import MateffnetError
 
@@ -28,6 +29,8 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
     if tc.batch_size % world:
         raise MateffnetError(f"train.batch_size {tc.batch_size} (global) must be divisible by the {world} processes")
     device = resolve_device(tc.device)
+    precision = resolve_precision(tc.precision, device)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision, world > 1, tc.compile)
     params = sum(p.numel() for p in model.parameters())
     steps = prepared // tc.batch_size
     lines = [
@@ -48,9 +51,10 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         f"schedule   {tc.epochs} epochs × {steps} steps"
         + (f" (capped at {tc.max_steps_per_epoch})" if tc.max_steps_per_epoch else "")
         + f", validation every {tc.val_every} epoch(s) with {data.val_segments or model_cfg.num_segments} segments × 1 crop",
-        f"device     {device}, {str(resolve_precision(tc.precision, device)).replace('torch.', '')}"
+        f"device     {device}, {str(precision).replace('torch.', '')}"
         + (", channels_last" if use_channels_last(tc, device) else "")
-        + (", torch.compile" if tc.compile else "") + (", deterministic" if tc.deterministic else ""),
+        + (", torch.compile" if tc.compile else "") + (", CUDA graph" if graphed else "")
+        + (", deterministic" if tc.deterministic else ""),
     ]
     if prepared == 0:
         lines.append(f"warning    no training video is prepared in {store}: run `mateffnet prepare ... --out {store}` first")

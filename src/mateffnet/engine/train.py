@@ -28,6 +28,7 @@ from mateffnet.engine.checkpoint import (latest_checkpoint, load_train_state, rn
                                          save_checkpoint, set_rng_state)
 from mateffnet.engine.evaluate import collect_scores
 from mateffnet.engine.metrics import classification_metrics
+from mateffnet.engine.step import StepOptions, make_train_step, use_cuda_graph
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_text
 from mateffnet.models import StreamNet
@@ -69,6 +70,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         raise MateffnetError(f"train.batch_size {tc.batch_size} (global) must be divisible by the {ctx.world_size} processes")
     device = ctx.device
     precision = resolve_precision(tc.precision, device)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled, tc.compile)
 
     from mateffnet.engine.setup import build_model
 
@@ -115,13 +117,15 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:
         net = torch.compile(net)
+    step = make_train_step(net, optimizer, scheduler, scaler,
+                           StepOptions(precision, tc.label_smoothing, tc.clip_grad_norm), graphed)
     val_loader = (make_eval_loader(val_set, tc.batch_size // ctx.world_size, config.data.workers, ctx)
                   if val_set is not None else None)
     board = _tensorboard(out_dir) if ctx.is_main else None
 
     for epoch in range(start_epoch, tc.epochs):
-        row = _train_one_epoch(net, model, train_loader, optimizer, scheduler, scaler, tc, precision,
-                               epoch, steps_per_epoch, ctx, progress, out_dir)
+        row = _train_one_epoch(step, net, model, train_loader, optimizer, tc, epoch, steps_per_epoch, ctx,
+                               progress, out_dir)
         is_last = epoch + 1 == tc.epochs
         if val_loader is not None and (is_last or (tc.val_every and (epoch + 1) % tc.val_every == 0)):
             row.update(_validate(model, val_loader, precision, ctx, len(class_names)))
@@ -144,8 +148,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     return TrainResult(out_dir, history, best[0], best[1])
 
 
-def _train_one_epoch(net, model, loader, optimizer, scheduler, scaler, tc, precision, epoch,
-                     steps, ctx, progress, out_dir) -> dict:
+def _train_one_epoch(step_fn, net, model, loader, optimizer, tc, epoch, steps, ctx, progress, out_dir) -> dict:
     loader.set_epoch(epoch)  # the dataset's random crops and positions, the sampler's order
     net.train()
     set_bn_mode(_unwrap(model), tc.bn)
@@ -158,18 +161,7 @@ def _train_one_epoch(net, model, loader, optimizer, scheduler, scaler, tc, preci
     for step, (clips, labels) in enumerate(loader):
         if step >= steps:
             break
-        with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
-            logits = net(clips)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=tc.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if tc.clip_grad_norm:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        loss = loss.detach()
+        loss = step_fn(clips, labels)
         nonfinite |= ~torch.isfinite(loss)
         loss_sum += loss
         clips_seen += len(labels) * ctx.world_size
