@@ -7,8 +7,9 @@ worker processes, one video at a time each:
 - flow on the CPU (`device="cpu"`): each worker does the whole video (decode, flow, JPEG, write);
 - flow on a GPU: workers decode, resize and JPEG-encode the RGB frames and send the frames to the
   main process, which computes flow for large batches of frame pairs drawn from several videos at
-  once on the GPU, quantises it there and sends it back to the video's worker to be JPEG-encoded
-  and written. A batch only mixes videos of the same frame size.
+  once on the GPU, quantises it there and sends it back to the video's worker to be encoded and
+  written. A batch only mixes videos of the same frame size; the GPU computes one batch while the
+  main process receives the frames of the next.
 
 A worker that dies (a decoder crash) fails its video only; a replacement is started. Reruns skip
 videos whose packed file opens and checks out, redo half-written or damaged ones, and remove
@@ -389,6 +390,36 @@ def _compute_quantized_flow(frames0, frames1, options: PrepareOptions, device: s
         return quantize_flow(flow, options.flow_bound).cpu().numpy()
 
 
+def _launch_quantized_flow(frames: list[np.ndarray], first: list[int], second: list[int], options: PrepareOptions,
+                           device: str):
+    """Flow from frames[first[i]] to frames[second[i]] (uint8 (H, W, 3) each, every frame uploaded once)
+    → (uint8 (n, 2, H, W) CPU tensor, CUDA event or None): on CUDA the work is only queued, and the
+    tensor holds the result once the event has completed."""
+    import torch
+
+    from mateffnet.flow import compute_flow, quantize_flow
+
+    on_cuda = device.startswith("cuda")
+    unique = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
+    np.stack(frames, out=unique.numpy())
+    rows = torch.tensor([first, second])
+    with torch.inference_mode():
+        on_device = unique.to(device, non_blocking=True)
+        # a pageable upload would wait for the GPU's previous batch: the indices go pinned too
+        rows = (rows.pin_memory() if on_cuda else rows).to(device, non_blocking=True)
+        frames0 = on_device[rows[0]].permute(0, 3, 1, 2)
+        frames1 = on_device[rows[1]].permute(0, 3, 1, 2)
+        flow = compute_flow(frames0, frames1, method=options.flow_method, **options.flow_params)
+        quantized = quantize_flow(flow, options.flow_bound)
+        if not on_cuda:
+            return quantized.cpu(), None
+        host = torch.empty(quantized.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(quantized, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+
 def pack_video(item: VideoItem, path: str | os.PathLike, options: PrepareOptions, device: str = "cpu", threads: int = 0) -> dict:
     """Decode, resize, compute flow and write one packed video (flow on `device`, in this process).
 
@@ -603,7 +634,8 @@ class _Pool:
                     if worker.ready and worker.holding is None and pending:
                         self._assign(worker, pending.pop())
                 by_connection = {w.results: w for w in self.workers.values() if not w.closed}
-                ready = wait(list(by_connection), timeout=0.05)
+                busy = self.batcher is not None and self.batcher.busy
+                ready = wait(list(by_connection), timeout=0.002 if busy else 0.05)
                 for connection in ready:
                     worker = by_connection[connection]
                     try:
@@ -620,6 +652,8 @@ class _Pool:
                     if outcome is not None:
                         finished += 1
                         yield outcome
+                if self.batcher:
+                    self.batcher.deliver()
                 if not ready and self.batcher and time.monotonic() - last_message > 1.0:
                     self.batcher.flush_all()  # safety net; full batches and end_frames normally decide
                 for outcome in self._reap_dead():
@@ -724,7 +758,10 @@ class _Worker:
 class _FlowBatcher:
     """Main-process side of flow across videos: frame pairs of several videos, grouped by frame
     size, go to `compute_flow` in batches of `flow_batch`; the quantised flow goes back to each
-    video's worker."""
+    video's worker. On a GPU a batch is only queued (`IN_FLIGHT` at most): the main process receives
+    the next frames while the GPU computes, and `deliver` hands out the batches that have finished."""
+
+    IN_FLIGHT = 2
 
     def __init__(self, pool: _Pool):
         self.pool = pool
@@ -732,6 +769,7 @@ class _FlowBatcher:
         self.buckets: dict[tuple[int, int], list] = {}  # (H, W) → [(index, k, frame k, frame k+1)]
         self.last_frame: dict[int, np.ndarray] = {}
         self.worker_of: dict[int, int] = {}
+        self.in_flight: list[tuple[list, object, object]] = []  # (pairs, quantised flow, CUDA event)
 
     def add_frames(self, worker_id: int, index: int, first: int, frames: np.ndarray) -> None:
         self.worker_of[index] = worker_id
@@ -768,18 +806,46 @@ class _FlowBatcher:
             while bucket:
                 self._run(bucket, self.options.flow_batch)
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight)
+
+    def deliver(self, wait: bool = False) -> None:
+        """Send the flow of every finished batch (in order) to its videos' workers; with `wait`,
+        wait for the oldest one first."""
+        while self.in_flight:
+            pairs, quantized, done = self.in_flight[0]
+            if done is not None and not (wait or done.query()):
+                return
+            if done is not None:
+                done.synchronize()
+            self.in_flight.pop(0)
+            wait = False
+            self._send(pairs, quantized.numpy())
+
     def _run(self, bucket: list, count: int) -> None:
         batch, bucket[:] = bucket[:count], bucket[count:]
-        frames0 = np.stack([pair[2] for pair in batch])
-        frames1 = np.stack([pair[3] for pair in batch])
-        quantized = _compute_quantized_flow(frames0, frames1, self.options, self.pool.device)
+        rows: dict[tuple[int, int], int] = {}  # (video, frame number) → row: each frame uploaded once
+        frames, first, second = [], [], []
+        for index, k, frame0, frame1 in batch:
+            for key, frame, targets in (((index, k), frame0, first), ((index, k + 1), frame1, second)):
+                if key not in rows:
+                    rows[key] = len(frames)
+                    frames.append(frame)
+                targets.append(rows[key])
+        quantized, done = _launch_quantized_flow(frames, first, second, self.options, self.pool.device)
+        self.in_flight.append(([(index, k) for index, k, _, _ in batch], quantized, done))
+        if len(self.in_flight) > self.IN_FLIGHT:
+            self.deliver(wait=True)
+        else:
+            self.deliver()
+
+    def _send(self, pairs: list[tuple[int, int]], quantized: np.ndarray) -> None:
         by_video: dict[int, list[int]] = {}
-        for position, (index, k, _, _) in enumerate(batch):
+        for position, (index, _) in enumerate(pairs):
             by_video.setdefault(index, []).append(position)
         for index, positions in by_video.items():
             worker_id = self.worker_of.get(index)
             if worker_id is not None:  # else the video failed meanwhile
-                ks = [batch[p][1] for p in positions]
+                ks = [pairs[p][1] for p in positions]
                 self.pool.send(worker_id, index, ("flows", index, ks, quantized[positions]))
-
-

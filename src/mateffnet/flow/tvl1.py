@@ -136,7 +136,8 @@ def to_gray(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
     if not isinstance(frames, torch.Tensor):
         raise MateffnetError(f"{name} must be a torch.Tensor, got {type(frames).__name__}")
     if frames.ndim == 4 and frames.shape[1] == 3:
-        weights = torch.tensor(_GRAY_WEIGHTS, device=frames.device, dtype=torch.float32).view(1, 3, 1, 1)
+        # non_blocking: a blocking upload would wait for all work queued on the GPU before it
+        weights = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float32).to(frames.device, non_blocking=True).view(1, 3, 1, 1)
         return (frames.float() * weights).sum(1)
     if frames.ndim == 3:
         return frames.float()
