@@ -223,3 +223,22 @@ def test_rgb_frames_match_across_chunk_boundaries(tmp_path, video_writer):
     assert report.done == 1
     stored = PackedVideo(tmp_path / "s/c/ramp.mfv").read_rgb(range(9)).float().mean(dim=(1, 2, 3))
     assert torch.allclose(stored, torch.arange(9) * 10.0, atol=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_flow_batched_across_videos_matches_flow_per_video(tmp_path, shared_data):
+    """The main process queues batches mixing several videos on the GPU and hands each pair's flow back
+    to its video's worker when the batch is done: the files equal those of the one-video-at-a-time path."""
+    names = ["ucf101/Archery/v_Archery_g01_c01.avi", "hmdb51/wave/TrumanShow_wave_f_nm_np1_fr_med_26.avi",
+             "ucf101/Basketball/v_Basketball_g01_c01.avi"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{shared_data / 'videos' / n} 0\n" for n in names))
+    items = video_list(listing).items()
+    base = dict(size=64, flow_method="tvl1", device="cuda", max_frames=30, chunk_frames=7, flow_batch=9)
+    per_video = prepare_videos(items, tmp_path / "per_video", PrepareOptions(workers=0, **base), progress=False)
+    across = prepare_videos(items, tmp_path / "across",
+                            PrepareOptions(workers=2, batch_across_videos=True, **base), progress=False)
+    assert per_video.done == across.done == 3
+    for item in items:
+        assert _flow_bytes(store_path(tmp_path / "across", item.video_id)) == \
+            _flow_bytes(store_path(tmp_path / "per_video", item.video_id)), item.video_id
