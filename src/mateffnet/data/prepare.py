@@ -377,17 +377,13 @@ def _encode_flow(quantized: np.ndarray, options: PrepareOptions) -> list[tuple[b
     return list(zip(blobs[0::2], blobs[1::2]))
 
 
-def _compute_quantized_flow(frames0, frames1, options: PrepareOptions, device: str) -> np.ndarray:
-    """uint8 (n, H, W, 3) frame pairs (numpy or torch) → quantised flow uint8 (n, 2, H, W), numpy."""
-    import torch
-
-    from mateffnet.flow import compute_flow, quantize_flow
-
-    a = torch.as_tensor(frames0).to(device, non_blocking=True).permute(0, 3, 1, 2)
-    b = torch.as_tensor(frames1).to(device, non_blocking=True).permute(0, 3, 1, 2)
-    with torch.inference_mode():
-        flow = compute_flow(a, b, method=options.flow_method, **options.flow_params)
-        return quantize_flow(flow, options.flow_bound).cpu().numpy()
+def _compute_quantized_flow(frames: np.ndarray, options: PrepareOptions, device: str) -> np.ndarray:
+    """uint8 (n + 1, H, W, 3) consecutive frames → quantised flow uint8 (n, 2, H, W) from each to the next."""
+    n = len(frames) - 1
+    quantized, done = _launch_quantized_flow(list(frames), list(range(n)), list(range(1, n + 1)), options, device)
+    if done is not None:
+        done.synchronize()
+    return quantized.numpy()
 
 
 def _launch_quantized_flow(frames: list[np.ndarray], first: list[int], second: list[int], options: PrepareOptions,
@@ -436,7 +432,7 @@ def pack_video(item: VideoItem, path: str | os.PathLike, options: PrepareOptions
                 first_flow = count - (previous is not None)
                 for start in range(0, len(frames) - 1, options.flow_batch):
                     stop = min(start + options.flow_batch, len(frames) - 1)
-                    quantized = _compute_quantized_flow(frames[start:stop], frames[start + 1 : stop + 1], options, device)
+                    quantized = _compute_quantized_flow(frames[start : stop + 1], options, device)
                     for k, (x, y) in enumerate(_encode_flow(quantized, options)):
                         writer.add_flow(first_flow + start + k, x, y)
                     flows += stop - start
@@ -815,13 +811,14 @@ class _FlowBatcher:
         wait for the oldest one first."""
         while self.in_flight:
             pairs, quantized, done = self.in_flight[0]
-            if done is not None and not (wait or done.query()):
-                return
             if done is not None:
-                done.synchronize()
+                if wait:
+                    done.synchronize()
+                elif not done.query():
+                    return
             self.in_flight.pop(0)
-            wait = False
             self._send(pairs, quantized.numpy())
+            wait = False
 
     def _run(self, bucket: list, count: int) -> None:
         batch, bucket[:] = bucket[:count], bucket[count:]
@@ -835,10 +832,7 @@ class _FlowBatcher:
                 targets.append(rows[key])
         quantized, done = _launch_quantized_flow(frames, first, second, self.options, self.pool.device)
         self.in_flight.append(([(index, k) for index, k, _, _ in batch], quantized, done))
-        if len(self.in_flight) > self.IN_FLIGHT:
-            self.deliver(wait=True)
-        else:
-            self.deliver()
+        self.deliver(wait=len(self.in_flight) > self.IN_FLIGHT)
 
     def _send(self, pairs: list[tuple[int, int]], quantized: np.ndarray) -> None:
         by_video: dict[int, list[int]] = {}
