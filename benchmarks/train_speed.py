@@ -36,7 +36,7 @@ from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.data.dataset import VideoDataset  # noqa: E402
 from mateffnet.data.loader import default_workers, make_loader  # noqa: E402
 from mateffnet.engine.step import GraphedTrainStep, StepOptions, TrainStep, make_train_step  # noqa: E402
-from mateffnet.engine.train import lr_factor, parameter_groups  # noqa: E402
+from mateffnet.engine.train import make_optimizer  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
 
@@ -46,8 +46,7 @@ def make_step(modality: str, args, graphed: bool) -> TrainStep:
     model = StreamNet(101, modality=modality, num_segments=args.segments, flow_length=args.flow_length).cuda()
     model.use_channels_last().train()
     tc = TrainConfig()
-    optimizer = torch.optim.SGD(parameter_groups(model, tc.weight_decay), lr=tc.lr, momentum=tc.momentum)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch=1000))
+    optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     return make_train_step(model, optimizer, scheduler, options=options, graphed=graphed)
 

@@ -3,7 +3,7 @@ import torch
 
 from mateffnet.config import TrainConfig
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_cuda_graph
-from mateffnet.engine.train import lr_factor, parameter_groups
+from mateffnet.engine.train import make_optimizer
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 
@@ -46,10 +46,7 @@ def _training_setup(seed: int = 0):
     torch.manual_seed(seed)
     model = StreamNet(5, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=16,
                       dropout=0.5).cuda()
-    tc = TrainConfig(epochs=2)
-    optimizer = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch=4))
-    return model, optimizer, scheduler
+    return (model, *make_optimizer(model, TrainConfig(epochs=2, lr=0.05), steps_per_epoch=4))
 
 
 def _batches(sizes):

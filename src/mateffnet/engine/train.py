@@ -87,9 +87,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         raise MateffnetError(
             f"the training set has {len(train_set)} clips, fewer than one batch of {tc.batch_size // ctx.world_size} per process"
         )
-    optimizer = torch.optim.SGD(parameter_groups(model, tc.weight_decay), lr=tc.lr, momentum=tc.momentum,
-                                nesterov=tc.nesterov)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch))
+    optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
 
     start_epoch, history, best = 0, [], (None, None)
@@ -276,6 +274,13 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig, steps_per_epoch: int):
+    """(SGD, its per-step learning-rate schedule) as `tc` describes them."""
+    optimizer = torch.optim.SGD(parameter_groups(model, tc.weight_decay), lr=tc.lr, momentum=tc.momentum,
+                                nesterov=tc.nesterov)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch))
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
