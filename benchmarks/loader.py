@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import shutil
 import sys
@@ -45,7 +44,7 @@ import torch
 
 from mateffnet.data.annotations import VideoItem, folders
 from mateffnet.data.dataset import VideoDataset
-from mateffnet.data.loader import default_workers, make_loader
+from mateffnet.data.loader import cpu_cores, default_workers, make_loader
 from mateffnet.data.prepare import PrepareOptions, prepare_videos
 from mateffnet.data.store import PackedVideo, store_path
 
@@ -71,7 +70,7 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    cores = _cores()
+    cores = cpu_cores()
     workers = args.workers if args.workers is not None else default_workers()
     gpu_workers = args.gpu_workers if args.gpu_workers is not None else min(4, cores)
     work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-loader-bench-"))
@@ -112,13 +111,6 @@ def main() -> int:
     if args.store is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _machine() -> str:

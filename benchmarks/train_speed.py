@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import _cores, _machine, build_store, forever, store_dir  # noqa: E402
+from loader import _machine, build_store, forever, store_dir  # noqa: E402
 
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.data.dataset import VideoDataset  # noqa: E402
-from mateffnet.data.loader import default_workers, make_loader  # noqa: E402
+from mateffnet.data.loader import cpu_cores, default_workers, make_loader  # noqa: E402
 from mateffnet.engine.step import GraphedTrainStep, StepOptions, TrainStep, make_train_step  # noqa: E402
 from mateffnet.engine.train import make_optimizer  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> int:
         return 1
     workers = args.workers if args.workers is not None else default_workers()
     work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
-    print(f"machine: {_machine()}; {_cores()} CPU cores; torch {torch.__version__}; {torch.cuda.get_device_name()}")
+    print(f"machine: {_machine()}; {cpu_cores()} CPU cores; torch {torch.__version__}; {torch.cuda.get_device_name()}")
     items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
     if "flow" in args.streams and "lz4" in args.inputs:
         build_store(work, 256, flow_method, torch.device("cuda"), flow_codec="lz4")

@@ -252,7 +252,7 @@ def make_loader(
     device = torch.device(device)
     deferred = getattr(dataset, "defer_decode", False)  # any map-style dataset of (clip, label) works too
     if workers is None:
-        workers = min(4, _cores()) if deferred else default_workers()
+        workers = min(4, cpu_cores()) if deferred else default_workers()
     train = getattr(dataset, "train", True)
     drop_last = train if drop_last is None else drop_last
     if sampler is None:
@@ -314,7 +314,7 @@ def default_workers() -> int:
     torchrun's LOCAL_WORLD_SIZE), less one for the process itself: 11 of 16 cores. On the 16-core
     H100 host 15 workers fed the flow stream at batch 16 slower than 11 (BENCHMARKS.md): the training
     thread, which launches the GPU work, competes with them for cores."""
-    cores = max(1, _cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    cores = cores_per_process()
     return max(1, cores - 1 - cores // 4)
 
 
@@ -324,11 +324,17 @@ def _lower_priority(worker_id: int) -> None:
             os.nice(WORKER_NICENESS)
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def cores_per_process() -> int:
+    """This process's share of them: the cores over torchrun's LOCAL_WORLD_SIZE (at least 1)."""
+    return max(1, cpu_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 _END = object()

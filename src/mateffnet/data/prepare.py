@@ -484,12 +484,9 @@ def _run(todo: list[VideoItem], store: Path, options: PrepareOptions, device: st
 
 
 def _default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, cores // max(per_node, 1))
+    from mateffnet.data.loader import cores_per_process
+
+    return cores_per_process()
 
 
 def _run_in_process(todo, store, options, device):
