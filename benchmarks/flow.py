@@ -5,7 +5,7 @@
 Speed: frame pairs per second at 340x256 on consecutive frames of a real clip (the Kinetics demo in the
 shared data), GPU rows on the first CUDA device, CPU rows on all cores (OpenCV: one pair per worker
 thread, each single-threaded; ours: one batch with torch using every core). Accuracy: average end-point
-error on the synthetic suite (real frames warped by known flows, `mateffnet.flow.synthetic`), and the
+error on the synthetic suite (real frames warped by known flows, `tests.helpers.flows`), and the
 mean absolute difference to the field's shipped TV-L1 flow (TSN x/y JPEGs) of one real pair.
 Needs opencv-contrib-python(-headless) for the OpenCV rows. Prints Markdown tables.
 """
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.flow import TVL1_FAST, quantize_flow, synthetic, tvl1
+from mateffnet.flow import TVL1_FAST, quantize_flow, tvl1
+from tests.helpers import flows as synthetic  # run from the repository root
 from mateffnet.flow.tvl1 import TVL1Params
 
 OPENCV_DEFAULTS: dict = {}

@@ -42,11 +42,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import numpy as np
 import torch
 
-from mateffnet.data.annotations import VideoItem, folders
+from mateffnet.io.annotations import VideoItem, folders
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.data.loader import cpu_cores, default_workers, make_loader
-from mateffnet.data.prepare import PrepareOptions, prepare_videos
-from mateffnet.data.store import PackedVideo, store_path
+from mateffnet.prepare.job import PrepareOptions, prepare_videos
+from mateffnet.io.store import PackedVideo, store_path
 
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io's move to TorchCodec
@@ -182,9 +182,9 @@ def _moving_texture(seed: int, frames: int, height: int, width: int) -> torch.Te
 
 
 def _synthetic_store(store: Path, size: int, flow_method: str, device: torch.device, flow_codec: str) -> list[VideoItem]:
-    from mateffnet.data.flowcodec import encode_flow_planes
-    from mateffnet.data.jpeg import encode_jpegs
-    from mateffnet.data.store import PackedVideoWriter
+    from mateffnet.io.flowcodec import encode_flow_planes
+    from mateffnet.io.jpeg import encode_jpegs
+    from mateffnet.io.store import PackedVideoWriter
     from mateffnet.flow import compute_flow, quantize_flow
 
     height, width = size, round(size * 4 / 3)
@@ -252,8 +252,8 @@ def _print_disk(work: Path, items: list[VideoItem]) -> None:
 
 def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
     """Raw decode rates (images/s): the ceiling of each loader path."""
-    from mateffnet.data.flowcodec import decode_flow_planes
-    from mateffnet.data.jpeg import decode_jpeg_list
+    from mateffnet.io.flowcodec import decode_flow_planes
+    from mateffnet.io.jpeg import decode_jpeg_list
 
     video = PackedVideo(store_path(work / "store", items[0].video_id))
     lz4_video = PackedVideo(store_path(store_dir(work, "lz4"), items[0].video_id))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_speed import make_videos  # noqa: E402
 
 from mateffnet.flow import TVL1_FAST
-from mateffnet.inference import decode_for, predict, stream_views
+from mateffnet.engine.inference import decode_for, predict, stream_views
 from mateffnet.models import StreamNet, TwoStreamNet
 
 

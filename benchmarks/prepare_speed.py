@@ -58,7 +58,7 @@ def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: in
 
 def kernel_rate(videos: list[Path], device: str, batch: int = 128) -> float:
     """Pairs/s of compute_flow alone on the first video's frames, already on the device."""
-    from mateffnet.data.decode import read_video
+    from mateffnet.io.decode import read_video
     from mateffnet.flow import TVL1_FAST, compute_flow
 
     frames = torch.from_numpy(read_video(videos[0], size=256)[0]).permute(0, 3, 1, 2).to(device)
@@ -99,7 +99,7 @@ def run_prepare(videos_dir: Path, store: Path, shards: int, device: str) -> tupl
 
 
 def digests(store: Path) -> dict[str, str]:
-    from mateffnet.data.store import PackedVideo
+    from mateffnet.io.store import PackedVideo
 
     out = {}
     for path in sorted(store.rglob("*.mfv")):

@@ -89,8 +89,8 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> int:
-    from mateffnet.data.decode import parse_size
-    from mateffnet.data.prepare import PrepareOptions, parse_shard, prepare_dataset
+    from mateffnet.io.decode import parse_size
+    from mateffnet.prepare.job import PrepareOptions, parse_shard, prepare_dataset
 
     options = PrepareOptions(
         size=parse_size(args.size),
@@ -190,7 +190,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from mateffnet.engine import evaluate as ev
+    from mateffnet.engine import scoring as ev
 
     weights = tuple(args.fusion_weights)
     if args.scores:
@@ -215,7 +215,7 @@ def _run_evaluate(args) -> int:
     if not args.data:
         raise MateffnetError("--data STORE is needed (the folder mateffnet prepare wrote)")
     from mateffnet.config import DataConfig
-    from mateffnet.data.annotations import detect_format
+    from mateffnet.io.annotations import detect_format
 
     data = DataConfig(format=detect_format(args.annotations) if args.format == "auto" else args.format,
                       store=args.data, annotations=args.annotations, split=args.split, videos=args.videos,
@@ -281,7 +281,7 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from mateffnet.export import export_model
+    from mateffnet.engine.export import export_model
 
     rows = []
     for format in dict.fromkeys(args.format):
@@ -356,7 +356,7 @@ def _add_flow(sub) -> None:
 
 def _run_flow(args) -> int:
     from mateffnet.flow import TVL1_FAST
-    from mateffnet.flow.video import write_flow_images
+    from mateffnet.commands.flow import write_flow_images
 
     params = {}
     if args.method == "tvl1" and args.fast:
@@ -401,7 +401,7 @@ def _run_predict(args) -> int:
     import json
 
     from mateffnet.engine.distributed import resolve_device
-    from mateffnet.inference import predict
+    from mateffnet.engine.inference import predict
     from mateffnet.models import TwoStreamNet
 
     device = resolve_device(args.device)
@@ -445,7 +445,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from mateffnet.demo import run_demo
+    from mateffnet.commands.demo import run_demo
 
     run_demo(args.out, args.device, args.seed, args.videos_per_class, args.epochs, progress=not args.no_progress)
     return 0

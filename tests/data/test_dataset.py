@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mateffnet.data.annotations import VideoItem
+from mateffnet.io.annotations import VideoItem
 from mateffnet.data.dataset import VideoDataset, collate_jpeg_clips, decode_batch
 from mateffnet.errors import MateffnetError
-from uniform_store import ITEMS, flow_values, frame_numbers, write_store, write_uniform_video
+from tests.helpers.uniform_store import ITEMS, flow_values, frame_numbers, write_store, write_uniform_video
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import torch
 
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.data.loader import SlotPool, make_loader
-from uniform_store import ITEMS, frame_numbers, write_store
+from tests.helpers.uniform_store import ITEMS, frame_numbers, write_store
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_a_ring_too_big_for_the_budget_falls_back_to_plain_batches(store, monkey
 def test_workers_start_after_a_video_decoder_became_garbage(store, tmp_path, video_writer, square_frames):
     """A forked worker that garbage-collects an inherited PyAV decoder would wait for ever on FFmpeg
     threads that fork did not copy; the loader starts its workers with such objects frozen."""
-    from mateffnet.data.decode import VideoReader
+    from mateffnet.io.decode import VideoReader
 
     path = video_writer(tmp_path / "v.mp4", square_frames(8, 64, 96))
     with VideoReader(path, size=48, threads=0) as reader:  # FFmpeg's own decoding and scaling threads

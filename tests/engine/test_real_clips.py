@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mateffnet.config import load_config
-from mateffnet.data.prepare import PrepareOptions, prepare_dataset
-from mateffnet.engine.evaluate import evaluate_streams, load_scores
+from mateffnet.prepare.job import PrepareOptions, prepare_dataset
+from mateffnet.engine.scoring import evaluate_streams, load_scores
 from mateffnet.engine.train import train
 from mateffnet.models import StreamNet
 

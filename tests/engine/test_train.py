@@ -10,7 +10,7 @@ from mateffnet.engine.train import lr_factor, train
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 
-from toydata import BrightnessClips, ddp_train_worker
+from tests.helpers.toydata import BrightnessClips, ddp_train_worker
 
 CLASSES = [f"level{i}" for i in range(4)]
 

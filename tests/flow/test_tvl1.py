@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mateffnet.errors import MateffnetError
-from mateffnet.flow import compute_flow, quantize_flow, synthetic, tvl1
+from mateffnet.flow import compute_flow, quantize_flow, tvl1
+from tests.helpers import flows as synthetic
 from mateffnet.flow.tvl1 import centered_gradient, divergence, forward_gradient, median_filter, pyramid_sizes
 
 SRC = Path(__file__).resolve().parents[2] / "src"

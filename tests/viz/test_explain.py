@@ -8,7 +8,7 @@ from mateffnet.cli import main
 from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write_video
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet, TwoStreamNet
-from mateffnet.inference import decode_for, predict_video
+from mateffnet.engine.inference import decode_for, predict_video
 from mateffnet.viz.explain import explain_clips, explain_video
 
 

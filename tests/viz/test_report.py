@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from browser import needs_chromium, screenshot
+from tests.helpers.browser import needs_chromium, screenshot
 from mateffnet.errors import MateffnetError
 from mateffnet.viz.plots import plot_confusion_matrix, plot_training_curves
 from mateffnet.viz.report import check_results, write_report
@@ -120,7 +120,7 @@ def test_report_is_self_contained(tmp_path, images):
 
 
 def test_report_reads_what_the_evaluator_summarizes(tmp_path):
-    # the shape of mateffnet.engine.evaluate.summarize(...): "videos" counts, None for a class without videos,
+    # the shape of mateffnet.engine.scoring.summarize(...): "videos" counts, None for a class without videos,
     # NaN where nothing could be measured
     results = {"title": "evaluation", "class_names": ["a", "b"], "fusion_weights": {"rgb": 1.0, "flow": 1.0},
                "videos": 3, "streams": {

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from mateffnet.data.annotations import VideoItem, missing_summary
-from mateffnet.data.jpeg import decode_jpeg_list
-from mateffnet.data.rawframes import RawFrames
+from mateffnet.io.annotations import VideoItem, missing_summary
+from mateffnet.io.jpeg import decode_jpeg_list
+from mateffnet.io.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
-from mateffnet.data.store import PackedVideo, store_path
+from mateffnet.io.store import PackedVideo, store_path
 from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, negate_flow_x, train_crop
 from mateffnet.errors import MateffnetError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from mateffnet.config import ExperimentConfig
 from mateffnet.data.dataset import locate_video
 from mateffnet.engine.distributed import resolve_device
-from mateffnet.engine.setup import build_model, input_size, load_split
+from mateffnet.engine.build import build_model, input_size, load_split
 from mateffnet.engine.step import use_cuda_graph
 from mateffnet.engine.train import resolve_precision, use_channels_last
 from mateffnet.errors import MateffnetError

@@ -10,7 +10,7 @@ import numpy as np
 
 from mateffnet.config import ExperimentConfig, config_from_dict
 from mateffnet.engine.checkpoint import latest_checkpoint, load_train_state
-from mateffnet.experiments import BACKBONE_LABEL, PAPER_RESULTS, TABLES, Run, runs
+from mateffnet.engine.experiments import BACKBONE_LABEL, PAPER_RESULTS, TABLES, Run, runs
 from mateffnet.fileio import atomic_write_text
 
 
@@ -62,8 +62,8 @@ def _pairs(plan: list[Run]) -> dict[str, tuple[Run, Run]]:
 
 def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_dir: Path, progress: bool) -> dict:
     """Test-protocol metrics of one RGB/flow pair, from cached scores when they exist."""
-    from mateffnet.engine.evaluate import load_scores, summarize
-    from mateffnet.engine.evaluate import evaluate_streams
+    from mateffnet.engine.scoring import load_scores, summarize
+    from mateffnet.engine.scoring import evaluate_streams
 
     scores_path = out_dir / "scores.npz"
     if scores_path.is_file():
@@ -108,7 +108,7 @@ def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:
                          f"{mean['rgb']['top1']:.1f} | {mean['flow']['top1']:.1f} | {mean['fused']['top1']:.1f} | "
                          f"{_cell(paper['fused_top1'])} |")
     lines += ["", "Top-1 video accuracy (%), two-stream = 1:1 average of the streams' softmax scores. "
-              "Paper values not transcribed into `mateffnet.experiments.PAPER_RESULTS` show as n/a."]
+              "Paper values not transcribed into `mateffnet.engine.experiments.PAPER_RESULTS` show as n/a."]
     return "\n".join(lines) + "\n"
 
 

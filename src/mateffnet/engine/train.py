@@ -26,7 +26,7 @@ from mateffnet.config import ExperimentConfig, TrainConfig, save_config
 from mateffnet.engine import distributed
 from mateffnet.engine.checkpoint import (latest_checkpoint, load_train_state, rng_state, save_best,
                                          save_checkpoint, set_rng_state)
-from mateffnet.engine.evaluate import collect_scores
+from mateffnet.engine.scoring import collect_scores
 from mateffnet.engine.metrics import classification_metrics
 from mateffnet.engine.step import StepOptions, make_train_step, use_cuda_graph
 from mateffnet.errors import MateffnetError
@@ -55,7 +55,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
     ctx = distributed.setup(config.train.device)
     try:
         if train_set is None:
-            from mateffnet.engine.setup import build_datasets
+            from mateffnet.engine.build import build_datasets
 
             train_set, val_set, class_names = build_datasets(config, ctx.device)
         return _train(config, Path(out_dir), resume, train_set, val_set, class_names, progress, ctx)
@@ -72,7 +72,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     precision = resolve_precision(tc.precision, device)
     graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled, tc.compile)
 
-    from mateffnet.engine.setup import build_model
+    from mateffnet.engine.build import build_model
 
     model = build_model(config, class_names).to(device)
     if use_channels_last(tc, device):

@@ -6,7 +6,7 @@ per-frame heat maps for a model with `attention_tokens="spatiotemporal"`), plus 
 top classes per stream and fused.
 
 The video is decoded, sampled and (for the flow stream) turned into flow exactly as `mateffnet predict`
-does (`mateffnet.inference`), and the centre view of each segment is what the figures show.
+does (`mateffnet.engine.inference`), and the centre view of each segment is what the figures show.
 `explain_clips` is the part that needs no decoding: it takes one view per stream.
 """
 
@@ -36,7 +36,7 @@ class ExplainResult:
 def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path, *, segments: int | None = None,
                   flow_method: str | None = None, device: str = "cpu", topk: int = 5) -> ExplainResult:
     """Write `out_dir/<video stem>_<stream>_attention.png` per stream and `out_dir/explain.json`."""
-    from mateffnet.inference import decode_for, segment_frames, stream_views
+    from mateffnet.engine.inference import decode_for, segment_frames, stream_views
 
     video, out_dir = Path(video), Path(out_dir)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=device)

@@ -23,7 +23,7 @@ The `results` dict (what an evaluation produces; JSON-compatible):
       "notes": ["...", ...]                                     # optional: shown as a list
     }
 
-This is what `mateffnet.engine.evaluate.summarize` returns (plus the optional keys). Accuracies are
+This is what `mateffnet.engine.scoring.summarize` returns (plus the optional keys). Accuracies are
 fractions in [0, 1] (shown as percentages); any of them may be null or NaN (shown as "—", e.g. a class
 without test videos).
 `top1` is the fraction of test videos whose best-scoring class is right, `top5` the same for the five

@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests: small synthetic videos written with PyAV."""
+"""Small synthetic videos written with PyAV, and the real clips of ../shared/data with their frame counts."""
 
 from __future__ import annotations
 
@@ -68,19 +68,3 @@ def moving_square_frames(n: int = 12, height: int = 48, width: int = 64, step: i
         x = 4 + i * step
         frames[i, 10:26, x : x + 16] = (230, 200, 40)
     return frames
-
-
-@pytest.fixture
-def video_writer():
-    return write_video
-
-
-@pytest.fixture
-def square_frames():
-    return moving_square_frames
-
-
-@pytest.fixture(scope="session")
-def real_clips(shared_data) -> dict[Path, int]:
-    """{path of each real clip: its frame count}; skips without ../shared/data."""
-    return {shared_data / "videos" / rel: count for rel, count in REAL_CLIPS.items()}

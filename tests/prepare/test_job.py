@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from mateffnet.cli import main
-from mateffnet.data import prepare as prep
-from mateffnet.data.annotations import folders, video_list
-from mateffnet.data.decode import read_video
-from mateffnet.data.prepare import PrepareOptions, prepare_dataset, prepare_videos
-from mateffnet.data.store import PackedVideo, store_path
+from mateffnet.prepare import job as prep
+from mateffnet.io.annotations import folders, video_list
+from mateffnet.io.decode import read_video
+from mateffnet.prepare.job import PrepareOptions, prepare_dataset, prepare_videos
+from mateffnet.io.store import PackedVideo, store_path
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import compute_flow, dequantize_flow, quantize_flow
 

@@ -6,7 +6,7 @@ import torch
 
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import TVL1_FAST
-from mateffnet.flow.video import _decode_rgb, write_flow_images
+from mateffnet.commands.flow import _decode_rgb, write_flow_images
 
 av = pytest.importorskip("av")
 

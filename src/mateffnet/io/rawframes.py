@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from mateffnet.data.jpeg import Region, as_tensor, decode_jpegs
-from mateffnet.data.store import PackedVideoWriter
+from mateffnet.io.jpeg import Region, as_tensor, decode_jpegs
+from mateffnet.io.store import PackedVideoWriter
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import DEFAULT_BOUND
 

@@ -3,10 +3,10 @@ import shutil
 import pytest
 import torch
 
-from mateffnet.data.decode import read_video
-from mateffnet.data.jpeg import decode_jpegs
-from mateffnet.data.rawframes import RawFrames, pack_rawframes
-from mateffnet.data.store import PackedVideo
+from mateffnet.io.decode import read_video
+from mateffnet.io.jpeg import decode_jpegs
+from mateffnet.io.rawframes import RawFrames, pack_rawframes
+from mateffnet.io.store import PackedVideo
 from mateffnet.errors import MateffnetError
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mateffnet.data.annotations import VideoItem, load_annotations, split_missing
-from mateffnet.data.decode import Size, VideoDecodeError, VideoReader
-from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
+from mateffnet.io.annotations import VideoItem, load_annotations, split_missing
+from mateffnet.io.decode import Size, VideoDecodeError, VideoReader
+from mateffnet.io.store import PackedVideo, PackedVideoWriter, StoreError, store_path
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
 
@@ -290,7 +290,7 @@ def _check_options(options: PrepareOptions) -> None:
         )
     if options.flow_bound <= 0:
         raise MateffnetError(f"flow bound must be > 0, got {options.flow_bound}")
-    from mateffnet.data.flowcodec import check_flow_codec
+    from mateffnet.io.flowcodec import check_flow_codec
 
     check_flow_codec(options.flow_codec)
     for name in ("rgb_quality", "flow_quality"):
@@ -363,14 +363,14 @@ def _meta(item: VideoItem, reader: VideoReader, options: PrepareOptions) -> dict
 def _encode_rgb(frames: np.ndarray, quality: int) -> list[bytes]:
     import torch
 
-    from mateffnet.data.jpeg import encode_jpegs
+    from mateffnet.io.jpeg import encode_jpegs
 
     return encode_jpegs(torch.from_numpy(frames).permute(0, 3, 1, 2), quality)
 
 
 def _encode_flow(quantized: np.ndarray, options: PrepareOptions) -> list[tuple[bytes, bytes]]:
     """uint8 (n, 2, H, W) → [(x, y), …] in the store's flow codec."""
-    from mateffnet.data.flowcodec import encode_flow_planes
+    from mateffnet.io.flowcodec import encode_flow_planes
 
     n, _, h, w = quantized.shape
     blobs = encode_flow_planes(np.ascontiguousarray(quantized).reshape(2 * n, h, w), options.flow_codec, options.flow_quality)
@@ -607,7 +607,7 @@ class _Pool:
             # Workers fork from a server that has these imported already (torch: seconds each).
             # The third-party ones are listed too: Python 3.11's server ignores sys.path changes,
             # so mateffnet itself only preloads when it is installed.
-            self.context.set_forkserver_preload(["numpy", "torch", "torchvision", "av", "mateffnet.data.prepare"])
+            self.context.set_forkserver_preload(["numpy", "torch", "torchvision", "av", "mateffnet.prepare.job"])
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
         self.startup_failures = 0

@@ -14,7 +14,7 @@ Layout (integers little-endian)::
 
 Flow k goes from frame k to frame k+1 (0-based), so a video of N frames has N-1 flows. Flow images
 are the TSN quantisation of each direction, q = round(255·(v+bound)/(2·bound)), stored in the codec
-that meta["flow"]["codec"] names: grayscale JPEG (the default) or LZ4 (`mateffnet.data.flowcodec`).
+that meta["flow"]["codec"] names: grayscale JPEG (the default) or LZ4 (`mateffnet.io.flowcodec`).
 
 Opening a file checks the magic, the footer, that the sizes add up to the file size and the
 checksum of meta+index, so a half-written or truncated file is rejected; `verify(deep=True)` also
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.data.flowcodec import FLOW_CODECS, decode_flow_planes
-from mateffnet.data.jpeg import Region, as_tensor, decode_jpegs
+from mateffnet.io.flowcodec import FLOW_CODECS, decode_flow_planes
+from mateffnet.io.jpeg import Region, as_tensor, decode_jpegs
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path
 

@@ -2,7 +2,7 @@ import av
 import numpy as np
 import pytest
 
-from mateffnet.data.decode import (
+from mateffnet.io.decode import (
     VideoDecodeError,
     VideoReader,
     output_size,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mateffnet.data.jpeg import Region, region_columns
+from mateffnet.io.jpeg import Region, region_columns
 from mateffnet.errors import MateffnetError
 
 FLOW_CODECS = ("jpeg", "lz4")
@@ -40,7 +40,7 @@ def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: i
         raise ValueError(f"expected uint8 (N, H, W) planes, got {tuple(planes.shape)} {planes.dtype}")
     check_flow_codec(codec)
     if codec == "jpeg":
-        from mateffnet.data.jpeg import encode_jpegs
+        from mateffnet.io.jpeg import encode_jpegs
 
         return encode_jpegs(planes.unsqueeze(1), quality)
     import lz4.block
@@ -55,7 +55,7 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
     `region` (top, left, height, width) of each, mirrored left-right if `mirror`, into `out` if given."""
     check_flow_codec(codec)
     if codec == "jpeg":
-        from mateffnet.data.jpeg import decode_jpegs
+        from mateffnet.io.jpeg import decode_jpegs
 
         planes = None if out is None else out.view(len(blobs), 1, *out.shape[-2:])
         return decode_jpegs(blobs, gray=True, region=region, mirror=mirror, out=planes)[:, 0]

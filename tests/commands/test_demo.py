@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from browser import needs_chromium, screenshot
+from tests.helpers.browser import needs_chromium, screenshot
 from mateffnet.cli import main
-from mateffnet.demo import run_demo
+from mateffnet.commands.demo import run_demo
 
 
 @pytest.fixture(scope="module")

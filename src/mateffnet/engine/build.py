@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from mateffnet.config import DataConfig, ExperimentConfig
-from mateffnet.data.annotations import VideoItem, folders, load_annotations, video_list
+from mateffnet.io.annotations import VideoItem, folders, load_annotations, video_list
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
@@ -95,7 +95,7 @@ def store_settings(config: ExperimentConfig) -> dict:
     inference decodes and computes flow the same way; {} when the store has no settings file."""
     import json
 
-    from mateffnet.data.prepare import STORE_SETTINGS
+    from mateffnet.prepare.job import STORE_SETTINGS
 
     path = config.data.path(config.data.store) / STORE_SETTINGS
     if not path.is_file():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write_video
-from mateffnet.inference import decode_for, predict, segment_frames, stream_views
+from mateffnet.engine.inference import decode_for, predict, segment_frames, stream_views
 from mateffnet.models import StreamNet, TwoStreamNet
 
 FAST = {"inner_iterations": 5, "outer_iterations": 1, "epsilon": 0.0}

@@ -1,6 +1,6 @@
 import pytest
 
-from mateffnet.data.annotations import (
+from mateffnet.io.annotations import (
     detect_format,
     folders,
     hmdb51,

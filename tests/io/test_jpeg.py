@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mateffnet.data.jpeg import as_tensor, decode_jpeg_list, decode_jpegs, encode_jpegs
+from mateffnet.io.jpeg import as_tensor, decode_jpeg_list, decode_jpegs, encode_jpegs
 from mateffnet.errors import MateffnetError
 
 

@@ -3,9 +3,9 @@ import os
 import pytest
 import torch
 
-from mateffnet.data.flowcodec import encode_flow_planes
-from mateffnet.data.jpeg import decode_jpegs, encode_jpegs
-from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
+from mateffnet.io.flowcodec import encode_flow_planes
+from mateffnet.io.jpeg import decode_jpegs, encode_jpegs
+from mateffnet.io.store import PackedVideo, PackedVideoWriter, StoreError, store_path
 from mateffnet.flow import dequantize_flow, quantize_flow
 
 

@@ -66,10 +66,10 @@ def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int =
     """Run the demo into `out_dir`; returns the results dict also written to results.json."""
     import torch
 
-    from mateffnet.data.prepare import PrepareOptions, prepare_dataset
+    from mateffnet.prepare.job import PrepareOptions, prepare_dataset
     from mateffnet.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
     from mateffnet.engine.distributed import resolve_device
-    from mateffnet.engine.evaluate import evaluate_streams
+    from mateffnet.engine.scoring import evaluate_streams
     from mateffnet.engine.train import train
     from mateffnet.models import StreamNet, TwoStreamNet
 

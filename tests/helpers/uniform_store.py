@@ -4,10 +4,10 @@ from pathlib import Path
 
 import torch
 
-from mateffnet.data.annotations import VideoItem
-from mateffnet.data.flowcodec import encode_flow_planes
-from mateffnet.data.jpeg import encode_jpegs
-from mateffnet.data.store import PackedVideoWriter, store_path
+from mateffnet.io.annotations import VideoItem
+from mateffnet.io.flowcodec import encode_flow_planes
+from mateffnet.io.jpeg import encode_jpegs
+from mateffnet.io.store import PackedVideoWriter, store_path
 
 H, W = 48, 64
 

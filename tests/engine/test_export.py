@@ -6,7 +6,7 @@ import torch
 
 from mateffnet.cli import main
 from mateffnet.errors import MateffnetError
-from mateffnet.export import EXPORT_FILES, example_clips, export_model, export_stream, read_sidecar
+from mateffnet.engine.export import EXPORT_FILES, example_clips, export_model, export_stream, read_sidecar
 from mateffnet.models import StreamNet, TwoStreamNet
 
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mateffnet.config import load_config
-from mateffnet.engine.setup import build_model
-from mateffnet.experiments import all_runs, config_text, runs
+from mateffnet.engine.build import build_model
+from mateffnet.engine.experiments import all_runs, config_text, runs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CLASSES = {"ucf101": 101, "hmdb51": 51, "kinetics400": 400}

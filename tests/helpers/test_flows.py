@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mateffnet.flow import synthetic
+from tests.helpers import flows as synthetic
 
 
 def _texture(h=48, w=64, seed=0):

@@ -144,8 +144,8 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
 def evaluation_items(data) -> tuple[list[str], list]:
     """(class names, the videos to test): the split's test list (UCF101, HMDB51), Kinetics' validation
     CSV, the list file `val_annotations` (else `annotations`) names, or every video of class folders."""
-    from mateffnet.data.annotations import video_list
-    from mateffnet.engine.setup import class_names, load_split
+    from mateffnet.io.annotations import video_list
+    from mateffnet.engine.build import class_names, load_split
 
     if data.format == "list":
         items = video_list(data.path(data.val_annotations or data.annotations), data.path(data.videos)).items()
@@ -165,7 +165,7 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
     """
     from mateffnet.data.dataset import VideoDataset
-    from mateffnet.engine.setup import decodes_on_gpu
+    from mateffnet.engine.build import decodes_on_gpu
     from mateffnet.engine.train import make_eval_loader, resolve_precision
     from mateffnet.errors import MateffnetError
     from mateffnet.models import StreamNet, TwoStreamNet

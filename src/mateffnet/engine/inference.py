@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.data.decode import parse_size, read_video
+from mateffnet.io.decode import parse_size, read_video
 from mateffnet.data.sampling import flow_indices, rgb_indices
 from mateffnet.data.transforms import apply_crop, eval_crops
 from mateffnet.errors import MateffnetError

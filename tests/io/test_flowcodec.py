@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mateffnet.data.flowcodec import FLOW_CODECS, decode_flow_planes, encode_flow_planes
-from mateffnet.data.jpeg import as_tensor
+from mateffnet.io.flowcodec import FLOW_CODECS, decode_flow_planes, encode_flow_planes
+from mateffnet.io.jpeg import as_tensor
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import quantize_flow
 
