@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.flow import TVL1_FAST, quantize_flow, tvl1
+from mateffnet.flow import TVL1_FAST, quantize_flow
+from mateffnet.flow.tvl1 import tvl1
 from tests.helpers import flows as synthetic  # run from the repository root
-from mateffnet.flow.tvl1 import TVL1Params
+from mateffnet.flow.tvl1_params import TVL1Params
 
 OPENCV_DEFAULTS: dict = {}
 DEMO = Path("videos/kinetics400/arm_wrestling/demo.mp4")

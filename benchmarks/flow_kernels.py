@@ -17,10 +17,12 @@ import statistics
 
 import torch
 
-from mateffnet.flow import TVL1_FAST, tvl1
+from mateffnet.flow import TVL1_FAST
+from mateffnet.flow.tvl1 import tvl1
 from mateffnet.flow import tvl1_triton as fused
 from mateffnet.flow.median_triton import median_filter_triton
-from mateffnet.flow.tvl1 import TVL1Params, median_filter, primal_dual_step
+from mateffnet.flow.tvl1 import median_filter, primal_dual_step
+from mateffnet.flow.tvl1_params import TVL1Params
 
 VARIANTS = [
     ("loads", 1, (16, 64, 4)),

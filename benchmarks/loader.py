@@ -44,7 +44,8 @@ import torch
 
 from mateffnet.io.annotations import VideoItem, folders
 from mateffnet.data.dataset import VideoDataset
-from mateffnet.data.loader import cpu_cores, default_workers, make_loader
+from mateffnet.data.loader import default_workers, make_loader
+from mateffnet.runtime import cpu_cores
 from mateffnet.prepare.job import PrepareOptions, prepare_videos
 from mateffnet.io.store import PackedVideo, store_path
 

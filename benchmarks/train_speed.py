@@ -34,9 +34,10 @@ from loader import _machine, build_store, forever, store_dir  # noqa: E402
 
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.data.dataset import VideoDataset  # noqa: E402
-from mateffnet.data.loader import cpu_cores, default_workers, make_loader  # noqa: E402
+from mateffnet.data.loader import default_workers, make_loader
+from mateffnet.runtime import cpu_cores  # noqa: E402
 from mateffnet.engine.step import GraphedTrainStep, StepOptions, TrainStep, make_train_step  # noqa: E402
-from mateffnet.engine.train import make_optimizer  # noqa: E402
+from mateffnet.engine.build import make_optimizer  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
 

@@ -1,19 +1,32 @@
-"""The `mateffnet` command: parses arguments, calls the library, prints. Nothing else lives here.
+"""The `mateffnet` command: parses arguments and dispatches. Nothing else lives here.
 
-Each subcommand has an `_add_<name>` function that declares its arguments and a `_run_<name>`
-function that does the work; library modules are imported inside `_run_*` so that
-`mateffnet --help` stays fast.
+Each subcommand has an `_add_<name>` function that declares its arguments and a `_run_<name>` function
+that hands them to `mateffnet.commands.<name>.run`, where the command's work is. The commands are imported
+inside `_run_*` so that `mateffnet --help` stays fast (this module imports no torch); allowed values and
+defaults come from `mateffnet.config` and `mateffnet.runtime`, where they are declared once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sys
-from pathlib import Path
 
 from mateffnet import __version__
+from mateffnet.config import (DATA_FORMATS, DEFAULT_BOUND, FLOW_METHODS, FLOW_QUALITY, RGB_QUALITY, SPLITS, TEST_CROPS,
+                              TVL1_SCHEDULES)
 from mateffnet.errors import MateffnetError
+from mateffnet.runtime import DEVICES
+
+FORMAT_CHOICES = ["auto", *DATA_FORMATS]
+DEVICE_HELP = "auto (CUDA if available), cpu, cuda or cuda:N"
+
+
+def device_name(text: str) -> str:
+    """argparse type of every --device: the names `mateffnet.runtime.resolve_device` takes."""
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, cuda or cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +61,7 @@ def _add_prepare(sub) -> None:
     parser.add_argument("src", metavar="SRC", help="folder of the source videos")
     parser.add_argument("--out", required=True, metavar="STORE", help="folder for the packed files")
     parser.add_argument(
-        "--format", default="auto", choices=["auto", "ucf101", "hmdb51", "kinetics400", "list", "folders"],
+        "--format", default="auto", choices=FORMAT_CHOICES,
         help="annotation format (default: detected from --annotations; folders without it)",
     )
     parser.add_argument(
@@ -56,24 +69,27 @@ def _add_prepare(sub) -> None:
         help="UCF101 ucfTrainTestlist folder, HMDB51 split folder, Kinetics CSV (or folder of CSVs, or the "
         "class-name list for a folder-per-class copy), or a list file of 'path label' lines",
     )
-    parser.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="UCF101/HMDB51 split (default 1)")
+    parser.add_argument("--split", type=int, default=1, choices=SPLITS, help="UCF101/HMDB51 split (default 1)")
     parser.add_argument(
         "--flow-method", default="tvl1", metavar="METHOD",
         help="optical flow method: tvl1 (default), farneback, raft, or none for RGB only",
     )
-    parser.add_argument("--flow-bound", type=float, default=20.0, help="flow clipped to +-bound px (default 20)")
+    parser.add_argument("--flow-bound", type=float, default=DEFAULT_BOUND,
+                        help=f"flow clipped to +-bound px (default {DEFAULT_BOUND:g})")
     parser.add_argument(
-        "--tvl1", default="fast", choices=["fast", "opencv"],
+        "--tvl1", default="fast", choices=list(TVL1_SCHEDULES),
         help="TV-L1 schedule: fast (a fixed 30 iterations per warp, no convergence test; default) or opencv "
         "(OpenCV's defaults: up to 300 iterations per warp with its epsilon rule, ~8x slower)",
     )
     parser.add_argument("--size", default="256", help="short side (default 256), WIDTHxHEIGHT (e.g. 340x256) or none")
     parser.add_argument("--max-frames", type=int, metavar="N", help="keep only the first N frames of each video")
     parser.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per CPU core; 0: none)")
-    parser.add_argument("--device", default="auto", help="where flow is computed: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", type=device_name, help=f"where flow is computed: {DEVICE_HELP}")
     parser.add_argument("--flow-batch", type=int, default=128, metavar="PAIRS", help="frame pairs per flow batch (default 128)")
-    parser.add_argument("--rgb-quality", type=int, default=90, help="JPEG quality of RGB frames (default 90)")
-    parser.add_argument("--flow-quality", type=int, default=95, help="JPEG quality of flow images (default 95)")
+    parser.add_argument("--rgb-quality", type=int, default=RGB_QUALITY,
+                        help=f"JPEG quality of RGB frames (default {RGB_QUALITY})")
+    parser.add_argument("--flow-quality", type=int, default=FLOW_QUALITY,
+                        help=f"JPEG quality of flow images (default {FLOW_QUALITY})")
     parser.add_argument(
         "--flow-codec", default="jpeg", choices=["jpeg", "lz4"],
         help="how flow is stored: jpeg (default; compact, as TSN/mmaction2) or lz4 (lossless, ~3x the flow's bytes, "
@@ -89,30 +105,15 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> int:
-    from mateffnet.io.decode import parse_size
-    from mateffnet.prepare.job import PrepareOptions, parse_shard, prepare_dataset
+    from mateffnet.commands import prepare
 
-    options = PrepareOptions(
-        size=parse_size(args.size),
-        flow_method=args.flow_method,
-        flow_bound=args.flow_bound,
-        flow_params={} if args.tvl1 == "opencv" or args.flow_method != "tvl1" else None,
-        device=args.device,
-        workers=args.workers,
-        max_frames=args.max_frames,
-        rgb_quality=args.rgb_quality,
-        flow_quality=args.flow_quality,
-        flow_codec=args.flow_codec,
-        flow_batch=args.flow_batch,
-        shard=parse_shard(args.shard) if args.shard else None,
-        verify=args.verify,
+    return prepare.run(
+        args.src, args.out, format=args.format, annotations=args.annotations, split=args.split,
+        flow_method=args.flow_method, flow_bound=args.flow_bound, tvl1=args.tvl1, size=args.size,
+        max_frames=args.max_frames, workers=args.workers, device=args.device, flow_batch=args.flow_batch,
+        rgb_quality=args.rgb_quality, flow_quality=args.flow_quality, flow_codec=args.flow_codec, shard=args.shard,
+        verify=args.verify, progress=not args.no_progress,
     )
-    report = prepare_dataset(
-        args.src, args.out, args.format, args.annotations, args.split, options, progress=not args.no_progress
-    )
-    print(report.summary())
-    print(f"report: {report.report_path}")
-    return report.exit_status
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -136,25 +137,10 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from mateffnet.config import describe_schema, load_config
+    from mateffnet.commands import train
 
-    if args.help_config:
-        print(describe_schema())
-        return 0
-    config = load_config(args.config, args.overrides)
-    out = Path(args.out or Path("runs") / config.name)
-    if args.dry_run:
-        from mateffnet.engine.plan import describe_plan
-
-        print(describe_plan(config, out))
-        return 0
-    from mateffnet.engine.train import train
-
-    result = train(config, out, resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) == 0:
-        best = f"best validation top-1 {100 * result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "no validation set"
-        print(f"done: {len(result.history)} epochs, {best}; model folders {out / 'best'} and {out / 'last'}")
-    return 0
+    return train.run(args.config, args.overrides, out=args.out, resume=args.resume, dry_run=args.dry_run,
+                     help_config=args.help_config, progress=not args.no_progress)
 
 
 # ---------------------------------------------------------------------------------------- evaluate
@@ -172,59 +158,32 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--flow", metavar="DIR", help="flow model folder")
     parser.add_argument("--scores", metavar="NPZ", help="re-fuse the scores.npz of an earlier evaluation")
     parser.add_argument("--data", metavar="STORE", help="folder of packed videos (mateffnet prepare --out)")
-    parser.add_argument("--format", default="auto", choices=["auto", "ucf101", "hmdb51", "kinetics400", "list", "folders"])
+    parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     parser.add_argument("--annotations", metavar="PATH", help="split files / CSV / list file naming the test videos")
-    parser.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--split", type=int, default=1, choices=SPLITS)
     parser.add_argument("--videos", metavar="DIR", help="source video folder (folders format only)")
     parser.add_argument("--classes", metavar="FILE", help="class names, one a line (list format)")
     parser.add_argument("--segments", type=int, default=25, help="segments per video (default 25, TSN)")
-    parser.add_argument("--crops", type=int, default=10, choices=[1, 3, 10], help="views per video (default 10)")
+    parser.add_argument("--crops", type=int, default=10, choices=TEST_CROPS, help="views per video (default 10)")
     parser.add_argument("--fusion-weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("RGB", "FLOW"),
                         help="weights of the softmax average (default 1 1, the paper's; TSN: 1 1.5)")
     parser.add_argument("--batch-size", type=int, default=2, help="videos per forward pass (each with all its views)")
     parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default: evaluation)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
-    from mateffnet.engine import scoring as ev
+    from mateffnet.commands import evaluate
 
-    weights = tuple(args.fusion_weights)
-    if args.scores:
-        ids, labels, class_names, scores = ev.load_scores(args.scores)
-        scores = {k: v for k, v in scores.items() if k in ev.STREAMS}
-        results = ev.summarize(scores, labels, class_names, weights, title=f"re-fused {args.scores}")
-        ev.write_outputs(args.out, results, scores, labels, ids)
-        print(ev.format_summary(results))
-        return 0
-    models = {}
-    if args.model:
-        for name in ev.STREAMS:
-            if (Path(args.model) / name / "config.json").is_file():
-                models[name] = Path(args.model) / name
-        if not models:
-            raise MateffnetError(f"--model {args.model}: no rgb/ or flow/ model folder inside")
-    for name in ev.STREAMS:
-        if getattr(args, name):
-            models[name] = Path(getattr(args, name))
-    if not models:
-        raise MateffnetError("give --model DIR, or --rgb DIR and/or --flow DIR (or --scores NPZ)")
-    if not args.data:
-        raise MateffnetError("--data STORE is needed (the folder mateffnet prepare wrote)")
-    from mateffnet.config import DataConfig
-    from mateffnet.io.annotations import detect_format
-
-    data = DataConfig(format=detect_format(args.annotations) if args.format == "auto" else args.format,
-                      store=args.data, annotations=args.annotations, split=args.split, videos=args.videos,
-                      classes=args.classes)
-    results = ev.evaluate_streams(data, models, args.out, weights, args.segments, args.crops, args.batch_size,
-                                  args.device, args.workers, progress=not args.no_progress)
-    print(ev.format_summary(results))
-    print(f"written to {args.out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
-    return 0
+    return evaluate.run(
+        model=args.model, rgb=args.rgb, flow=args.flow, scores=args.scores, data=args.data, format=args.format,
+        annotations=args.annotations, split=args.split, videos=args.videos, classes=args.classes,
+        segments=args.segments, crops=args.crops, fusion_weights=args.fusion_weights, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, out=args.out, progress=not args.no_progress,
+    )
 
 
 # --------------------------------------------------------------------------------------- reproduce
@@ -252,11 +211,10 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from mateffnet.engine.reproduce import reproduce
+    from mateffnet.commands import reproduce
 
-    reproduce(args.table, args.data_root, args.runs, args.splits, args.backbones, args.overrides, args.dry_run,
-              progress=not args.no_progress)
-    return 0
+    return reproduce.run(args.table, args.data_root, runs_dir=args.runs, splits=args.splits, backbones=args.backbones,
+                         overrides=args.overrides, dry_run=args.dry_run, progress=not args.no_progress)
 
 
 def _add_export(sub) -> None:
@@ -281,19 +239,10 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from mateffnet.engine.export import export_model
+    from mateffnet.commands import export
 
-    rows = []
-    for format in dict.fromkeys(args.format):
-        results = export_model(args.model, format, args.out, opset=args.opset, onnx_exporter=args.onnx_exporter,
-                               verify=not args.no_verify)
-        rows += [(r.stream, r.format, str(r.path), f"{r.path.stat().st_size / 2**20:.1f}",
-                  "not checked" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}") for r in results]
-    header = ("stream", "format", "file", "MiB", "max |exported - pytorch|")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
+    return export.run(args.model, args.format, out=args.out, opset=args.opset, onnx_exporter=args.onnx_exporter,
+                      verify=not args.no_verify)
 
 
 def _add_explain(sub) -> None:
@@ -309,24 +258,16 @@ def _add_explain(sub) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and explain.json")
     parser.add_argument("--segments", type=int, metavar="T", help="segments to sample (default: the model's num_segments)")
     parser.add_argument("--flow-method", metavar="NAME", help="optical flow method for the flow stream (default: compute_flow's)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=device_name, help=f"{DEVICE_HELP} (default: cpu)")
     parser.add_argument("--topk", type=int, default=5, metavar="K", help="classes listed per stream (default: 5)")
     parser.set_defaults(run=_run_explain)
 
 
 def _run_explain(args) -> int:
-    from mateffnet.viz.explain import explain_video
+    from mateffnet.commands import explain
 
-    if args.segments is not None and args.segments < 1:
-        raise MateffnetError(f"--segments must be at least 1, got {args.segments}")
-    result = explain_video(args.video, args.model, args.out, segments=args.segments, flow_method=args.flow_method,
-                           device=args.device, topk=args.topk)
-    for stream, top in result.predictions.items():
-        print(f"{stream:>5}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
-    for stream, path in result.figures.items():
-        print(f"{stream} attention: {path}")
-    print(f"summary: {result.summary}")
-    return 0
+    return explain.run(args.video, args.model, args.out, segments=args.segments, flow_method=args.flow_method,
+                       device=args.device, topk=args.topk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,37 +284,29 @@ def _add_flow(sub) -> None:
     )
     p.add_argument("video", help="video file (anything PyAV/FFmpeg decodes)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files already there are kept)")
-    p.add_argument("--method", "--flow-method", dest="method", default="tvl1", choices=["tvl1", "farneback", "raft"])
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--bound", type=float, default=20.0, help="clip flow to ±BOUND px before mapping to 0–255 (default: 20)")
+    p.add_argument("--method", "--flow-method", dest="method", default="tvl1", choices=FLOW_METHODS)
+    p.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
+                   help=f"clip flow to ±BOUND px before mapping to 0–255 (default: {DEFAULT_BOUND:g})")
     p.add_argument("--batch-size", type=int, default=16, help="frame pairs per flow call (default: 16)")
-    p.add_argument("--fast", action="store_true",
-                   help="TV-L1 with a fixed 30 iterations per warp (mateffnet.flow.TVL1_FAST) instead of OpenCV's defaults")
+    p.add_argument("--tvl1", default="opencv", choices=list(TVL1_SCHEDULES),
+                   help="TV-L1 schedule: opencv (OpenCV's defaults; default here) or fast (a fixed 30 iterations per "
+                   "warp, mateffnet.flow.TVL1_FAST, as prepare uses by default)")
+    p.add_argument("--fast", action="store_true", help="deprecated spelling of --tvl1 fast")
     p.add_argument("--raft-weights", default="default", metavar="FILE",
                    help="RAFT weights: 'default' (download torchvision's), a local state-dict file, or 'random'")
     p.set_defaults(run=_run_flow)
 
 
 def _run_flow(args) -> int:
-    from mateffnet.flow import TVL1_FAST
-    from mateffnet.commands.flow import write_flow_images
+    from mateffnet.commands import flow
 
-    params = {}
-    if args.method == "tvl1" and args.fast:
-        params = dict(TVL1_FAST)
-    if args.method == "raft":
-        params = {"weights": None if args.raft_weights == "random" else args.raft_weights}
-    summary = write_flow_images(
-        args.video, args.out, method=args.method, device=args.device, bound=args.bound,
-        batch_size=args.batch_size, params=params,
-    )
-    rate = summary.computed / summary.seconds if summary.seconds > 0 else 0.0
-    print(
-        f"{summary.video}: {summary.pairs} flow fields in {summary.out_dir} "
-        f"({summary.computed} computed, {summary.pairs - summary.computed} already there; "
-        f"{summary.method} on {summary.device}, {rate:.1f} pairs/s; bound ±{args.bound:g} px)"
-    )
-    return 0
+    tvl1 = args.tvl1
+    if args.fast:
+        print("mateffnet flow: note: --fast is deprecated; use --tvl1 fast", file=sys.stderr)
+        tvl1 = "fast"
+    return flow.run(args.video, args.out, method=args.method, device=args.device, bound=args.bound,
+                    batch_size=args.batch_size, tvl1=tvl1, raft_weights=args.raft_weights)
 
 # ----------------------------------------------------------------------------------------- predict
 
@@ -390,39 +323,18 @@ def _add_predict(sub) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes listed per stream (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per video on stdout")
     parser.add_argument("--segments", type=int, default=25, help="segments per video (default 25, TSN)")
-    parser.add_argument("--crops", type=int, default=1, choices=[1, 3, 10], help="views per segment (default 1)")
+    parser.add_argument("--crops", type=int, default=1, choices=TEST_CROPS, help="views per segment (default 1)")
     parser.add_argument("--fusion-weights", type=float, nargs=2, metavar=("RGB", "FLOW"),
                         help="override the model's fusion weights")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> int:
-    import json
+    from mateffnet.commands import predict
 
-    from mateffnet.engine.distributed import resolve_device
-    from mateffnet.engine.inference import predict
-    from mateffnet.models import TwoStreamNet
-
-    device = resolve_device(args.device)
-    model = TwoStreamNet.from_pretrained(args.model, map_location=device)
-    if args.fusion_weights:
-        model.weights = tuple(args.fusion_weights)
-    names = model.class_names or [str(i) for i in range(next(iter(model.streams.values())).config.num_classes)]
-    failed = 0
-    for prediction in predict(args.videos, model, args.segments, args.crops, device):
-        if prediction.error is not None:
-            failed += 1
-            print(f"mateffnet predict: error: {prediction.error}", file=sys.stderr)
-            continue
-        top = prediction.top(names, args.topk)
-        if args.json:
-            print(json.dumps({"video": prediction.video, **top}), flush=True)
-        else:
-            print(prediction.video)
-            for stream, entries in top.items():
-                print(f"  {stream:<6} " + ", ".join(f"{e['label']} {100 * e['prob']:.1f}%" for e in entries))
-    return 1 if failed else 0
+    return predict.run(args.videos, model=args.model, topk=args.topk, json_lines=args.json, segments=args.segments,
+                       crops=args.crops, fusion_weights=args.fusion_weights, device=args.device)
 
 
 # -------------------------------------------------------------------------------------------- demo
@@ -436,7 +348,7 @@ def _add_demo(sub) -> None:
         "fusion, and writes model folders, results.json and report.html into --out.",
     )
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the videos and of training (default 0)")
     parser.add_argument("--videos-per-class", type=int, default=16, help="default 16 (12 train, 4 test)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs per stream (default 10)")
@@ -445,10 +357,10 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from mateffnet.commands.demo import run_demo
+    from mateffnet.commands import demo
 
-    run_demo(args.out, args.device, args.seed, args.videos_per_class, args.epochs, progress=not args.no_progress)
-    return 0
+    return demo.run(args.out, device=args.device, seed=args.seed, videos_per_class=args.videos_per_class,
+                    epochs=args.epochs, progress=not args.no_progress)
 
 
 _SUBCOMMANDS = [_add_demo, _add_prepare, _add_flow, _add_train, _add_evaluate, _add_reproduce, _add_predict, _add_explain,

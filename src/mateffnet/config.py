@@ -19,8 +19,26 @@ from pathlib import Path
 import yaml
 
 from mateffnet.errors import MateffnetError
+from mateffnet.runtime import DEVICES
 
+# The vocabulary the whole package shares, stated once here (this module imports no torch, so the CLI
+# can offer these as choices): the config below, argparse, the model, the reader of annotations and the
+# offline job all take their allowed values and defaults from these names.
 DATA_FORMATS = ("ucf101", "hmdb51", "kinetics400", "list", "folders")
+SPLITS = (1, 2, 3)  # the official splits of UCF101 and HMDB51
+MODALITIES = ("rgb", "flow")
+FLOW_METHODS = ("tvl1", "farneback", "raft")
+ATTENTION_TOKENS = ("segments", "spatiotemporal")
+STEM_INIT_METHODS = ("cross_modality", "timm")
+TEST_CROPS = (1, 3, 10)
+DEFAULT_BOUND = 20.0  # ±pixels that 0–255 flow storage spans (TSN)
+RGB_QUALITY = 90  # JPEG quality of stored RGB frames
+FLOW_QUALITY = 95  # JPEG quality of stored flow planes (OpenCV's imwrite default, as denseflow and TSN)
+# The TV-L1 schedules `--tvl1` names (parameters of `mateffnet.flow.tvl1_params.TVL1Params`). fast: a fixed
+# iteration count for dataset-scale extraction, with no host synchronisation, up to 10x fewer iterations
+# than OpenCV's defaults run on real video (where the epsilon rule rarely stops before 300 per warp), at
+# about the same accuracy (BENCHMARKS.md); opencv: OpenCV's defaults.
+TVL1_SCHEDULES = {"fast": {"epsilon": 0.0, "inner_iterations": 30, "outer_iterations": 1}, "opencv": {}}
 
 
 def opt(default, help: str):
@@ -116,15 +134,15 @@ CHOICES = {
     "data.format": DATA_FORMATS,
     "data.decode": ("auto", "cpu", "gpu"),
     "data.train_crop": ("random", "multiscale"),
-    "data.test_crops": (1, 3, 10),
-    "data.split": (1, 2, 3),
-    "model.modality": ("rgb", "flow"),
-    "model.attention_tokens": ("segments", "spatiotemporal"),
-    "model.stem_init": ("cross_modality", "timm"),
+    "data.test_crops": TEST_CROPS,
+    "data.split": SPLITS,
+    "model.modality": MODALITIES,
+    "model.attention_tokens": ATTENTION_TOKENS,
+    "model.stem_init": STEM_INIT_METHODS,
     "train.schedule": ("cosine", "step", "constant"),
     "train.bn": ("train", "partial", "frozen"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.device": ("auto", "cpu", "cuda"),
+    "train.device": DEVICES,
 }
 POSITIVE = {"data.test_segments", "model.num_segments", "model.flow_length", "model.heads", "model.embed_dim",
             "train.epochs", "train.batch_size"}

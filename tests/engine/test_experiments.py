@@ -7,7 +7,7 @@ from mateffnet.config import load_config
 from mateffnet.engine.build import build_model
 from mateffnet.engine.experiments import all_runs, config_text, runs
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CLASSES = {"ucf101": 101, "hmdb51": 51, "kinetics400": 400}
 
 

@@ -3,7 +3,7 @@ import torch
 
 from mateffnet.config import TrainConfig
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_cuda_graph
-from mateffnet.engine.train import make_optimizer
+from mateffnet.engine.build import make_optimizer
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 

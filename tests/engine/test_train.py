@@ -6,7 +6,8 @@ import torch
 import torch.multiprocessing as mp
 
 from mateffnet.config import load_config
-from mateffnet.engine.train import lr_factor, train
+from mateffnet.engine.build import lr_factor
+from mateffnet.engine.train import train
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 

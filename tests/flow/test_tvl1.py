@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mateffnet.errors import MateffnetError
-from mateffnet.flow import compute_flow, quantize_flow, tvl1
+from mateffnet.flow import compute_flow, quantize_flow
+from mateffnet.flow.tvl1 import tvl1
 from tests.helpers import flows as synthetic
 from mateffnet.flow.tvl1 import centered_gradient, divergence, forward_gradient, median_filter, pyramid_sizes
 
@@ -214,7 +215,8 @@ def test_difference_operators_follow_opencvs_boundary_rules():
 _INTERPRETER_CHECK = textwrap.dedent(
     """
     import torch
-    from mateffnet.flow.tvl1 import TVL1Params, solve_warp_torch, tvl1
+    from mateffnet.flow.tvl1 import solve_warp_torch, tvl1
+    from mateffnet.flow.tvl1_params import TVL1Params
     from mateffnet.flow.tvl1_triton import solve_warp_triton
 
     torch.manual_seed(0)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from mateffnet.cli import main
-from mateffnet.prepare import job as prep
+from mateffnet.prepare import pool
 from mateffnet.io.annotations import folders, video_list
 from mateffnet.io.decode import read_video
 from mateffnet.prepare.job import PrepareOptions, prepare_dataset, prepare_videos
+from mateffnet.prepare.options import parse_shard
 from mateffnet.io.store import PackedVideo, store_path
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import compute_flow, dequantize_flow, quantize_flow
@@ -173,7 +174,7 @@ def test_shards_split_the_work(tmp_path, video_writer, square_frames):
     assert sorted(p.name for p in (tmp_path / "store").glob("report*.json")) == ["report-0-of-2.json", "report-1-of-2.json"]
     assert len(list((tmp_path / "store/c").glob("*.mfv"))) == 5
     with pytest.raises(MateffnetError, match="bad shard 2/2"):
-        prep.parse_shard("2/2")
+        parse_shard("2/2")
 
 
 def test_worker_processes_give_the_same_files_and_survive_a_crash(tmp_path, shared_data, monkeypatch):
@@ -193,14 +194,14 @@ def test_worker_processes_give_the_same_files_and_survive_a_crash(tmp_path, shar
     assert reference.done == 4
 
     victim = items[3].video_id
-    assign = prep._Pool._assign
+    assign = pool.Pool._assign
 
     def assign_then_kill(self, worker, index):
         assign(self, worker, index)
         if self.todo[index].video_id == victim:
             worker.process.kill()
 
-    monkeypatch.setattr(prep._Pool, "_assign", assign_then_kill)
+    monkeypatch.setattr(pool.Pool, "_assign", assign_then_kill)
     for across in (False, True):
         store = tmp_path / f"workers-{across}"
         report = prepare_videos(items, store, _options(workers=2, batch_across_videos=across, **base), progress=False)

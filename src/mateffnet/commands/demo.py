@@ -22,9 +22,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from mateffnet.commands.explain import explain_video
+from mateffnet.config import config_from_dict
+from mateffnet.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
+from mateffnet.engine.scoring import evaluate_streams
+from mateffnet.engine.train import train
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
+from mateffnet.models import StreamNet, TwoStreamNet
+from mateffnet.prepare.job import PrepareOptions, prepare_dataset
+from mateffnet.runtime import resolve_device
+from mateffnet.viz.report import write_report
 
 STREAMS = ("rgb", "flow")
 
@@ -38,8 +48,6 @@ def _lite0_available() -> bool:
 
 
 def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: int):
-    from mateffnet.config import config_from_dict
-
     pretrained = _lite0_available()
     return config_from_dict({
         "name": f"demo_{modality}",
@@ -64,15 +72,6 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
 def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int = 0, videos_per_class: int = 16,
              epochs: int = 10, progress: bool = True) -> dict:
     """Run the demo into `out_dir`; returns the results dict also written to results.json."""
-    import torch
-
-    from mateffnet.prepare.job import PrepareOptions, prepare_dataset
-    from mateffnet.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
-    from mateffnet.engine.distributed import resolve_device
-    from mateffnet.engine.scoring import evaluate_streams
-    from mateffnet.engine.train import train
-    from mateffnet.models import StreamNet, TwoStreamNet
-
     out_dir = Path(out_dir)
     device = str(resolve_device(device).type)
     torch.manual_seed(seed)
@@ -164,8 +163,6 @@ def format_demo_summary(results: dict) -> str:
 
 
 def _figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
-    from mateffnet.viz.explain import explain_video
-
     images = {}
     for name in ("evaluation/confusion_rgb.png", "evaluation/confusion_flow.png", "evaluation/confusion_fused.png"):
         stream = name.split("_")[-1].removesuffix(".png")
@@ -182,8 +179,6 @@ def _figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
 
 
 def _write_report(out_dir: Path, results: dict, images: dict[str, Path]) -> None:
-    from mateffnet.viz.report import write_report
-
     report = {k: results[k] for k in ("title", "class_names", "fusion_weights", "videos", "streams", "class_groups")}
     report["notes"] = [
         "Motion classes come in pairs that look alike and differ only in the direction of motion; colour "
@@ -191,3 +186,8 @@ def _write_report(out_dir: Path, results: dict, images: dict[str, Path]) -> None
         "Expected: flow wins on motion, RGB on colour, and the 1:1 fusion of their softmax scores on the whole.",
     ]
     write_report(out_dir / "report.html", report, images)
+
+
+def run(out: str, *, device: str, seed: int, videos_per_class: int, epochs: int, progress: bool) -> int:
+    run_demo(out, device, seed, videos_per_class, epochs, progress=progress)
+    return 0

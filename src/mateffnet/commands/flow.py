@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mateffnet.config import FLOW_QUALITY, TVL1_SCHEDULES
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json
 from mateffnet.flow import DEFAULT_BOUND, compute_flow, quantize_flow
 from mateffnet.flow.colorwheel import flow_to_color
+from mateffnet.runtime import resolve_device
 
-JPEG_QUALITY = 95  # OpenCV's imwrite default, which denseflow and the TSN tools use
 
 
 @dataclass
@@ -95,18 +96,6 @@ def write_flow_images(
     return FlowImagesSummary(str(video), str(out), pairs, computed, time.perf_counter() - start, method, str(torch_device))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise MateffnetError(f"device {device!r}; expected auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MateffnetError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU")
-    return resolved
-
-
 def _flow_batch(frames, first_index, out, method, device, bound, params) -> int:
     """Flow of consecutive `frames` (pairs first_index …), written unless all files already exist."""
     names = [(f"flow_x_{k + 1:05d}.jpg", f"flow_y_{k + 1:05d}.jpg", f"color_{k + 1:05d}.jpg")
@@ -131,7 +120,7 @@ def _write_jpeg(path: Path, image: torch.Tensor) -> None:
     array = image.permute(1, 2, 0).numpy()
     picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        picture.save(tmp, format="JPEG", quality=FLOW_QUALITY)
 
 
 def _decode_rgb(path: Path):
@@ -160,3 +149,22 @@ def _frame_count(path: Path) -> int:
             return int(container.streams.video[0].frames or 0) if container.streams.video else 0
     except av.error.FFmpegError:
         return 0
+
+
+def run(video: str, out: str, *, method: str, device: str, bound: float, batch_size: int, tvl1: str,
+        raft_weights: str) -> int:
+    """Write the flow images and print one line: how many fields, where, how fast."""
+    params = {}
+    if method == "tvl1":
+        params = dict(TVL1_SCHEDULES[tvl1])
+    if method == "raft":
+        params = {"weights": None if raft_weights == "random" else raft_weights}
+    summary = write_flow_images(video, out, method=method, device=device, bound=bound, batch_size=batch_size,
+                                params=params)
+    rate = summary.computed / summary.seconds if summary.seconds > 0 else 0.0
+    print(
+        f"{summary.video}: {summary.pairs} flow fields in {summary.out_dir} "
+        f"({summary.computed} computed, {summary.pairs - summary.computed} already there; "
+        f"{summary.method} on {summary.device}, {rate:.1f} pairs/s; bound ±{bound:g} px)"
+    )
+    return 0

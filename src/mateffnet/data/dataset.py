@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from mateffnet.config import DEFAULT_BOUND, MODALITIES
 from mateffnet.io.annotations import VideoItem, missing_summary
 from mateffnet.io.jpeg import decode_jpeg_list
 from mateffnet.io.rawframes import RawFrames
@@ -48,7 +49,7 @@ def locate_video(root: str | os.PathLike, video_id: str) -> Path | None:
     return None
 
 
-def open_video(path: Path, flow_bound: float = 20.0) -> PackedVideo | RawFrames:
+def open_video(path: Path, flow_bound: float = DEFAULT_BOUND) -> PackedVideo | RawFrames:
     return RawFrames(path, flow_bound) if path.is_dir() else PackedVideo(path)
 
 
@@ -150,11 +151,11 @@ class VideoDataset(torch.utils.data.Dataset):
         flip: bool = True,
         num_crops: int = 1,
         defer_decode: bool = False,
-        flow_bound: float = 20.0,
+        flow_bound: float = DEFAULT_BOUND,
         scales: Sequence[float] = TSN_SCALES,
         seed: int = 0,
     ):
-        if modality not in ("rgb", "flow"):
+        if modality not in MODALITIES:
             raise MateffnetError(f"unknown modality {modality!r}; expected 'rgb' or 'flow'")
         if train_crop not in ("random", "multiscale"):
             raise MateffnetError(f"unknown training crop {train_crop!r}; expected 'random' or 'multiscale'")

@@ -6,8 +6,8 @@
   ring that this process has registered as pinned (page-locked) memory, and hands over only (slot,
   label); a background thread copies a batch's slots to the GPU asynchronously and recycles each
   slot once its copy is done. The usual path hands every batch over in a fresh shared-memory
-  segment that the pin-memory thread copies page by page: on the 16-core H100 host that tops out
-  at ~260 flow clips/s of 8 MB (BENCHMARKS.md), below the flow stream's training rate.
+  segment that the pin-memory thread copies page by page, which tops out below the flow stream's
+  training rate on a fast GPU (BENCHMARKS.md).
 - deferred (`VideoDataset(defer_decode=True)`): workers hand over JPEG bytes; a background thread
   decodes each batch with nvJPEG (`decode_batch`) one batch ahead of training.
 - plain: the DataLoader's own batching (CPU runs, and datasets of other kinds).
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import torch
 
 from mateffnet.data.dataset import SampleKey, VideoDataset, collate_jpeg_clips, decode_batch
+from mateffnet.runtime import cores_per_process, cpu_cores
 
 log = logging.getLogger("mateffnet")
 
@@ -311,9 +312,9 @@ def _ring_fits(dataset: VideoDataset, slots: int) -> bool:
 
 def default_workers() -> int:
     """Decoding workers: three quarters of this process's share of the cores (the cores over
-    torchrun's LOCAL_WORLD_SIZE), less one for the process itself: 11 of 16 cores. On the 16-core
-    H100 host 15 workers fed the flow stream at batch 16 slower than 11 (BENCHMARKS.md): the training
-    thread, which launches the GPU work, competes with them for cores."""
+    torchrun's LOCAL_WORLD_SIZE), less one for the process itself: 11 of 16 cores. More workers fed the
+    flow stream slower (BENCHMARKS.md): the training thread, which launches the GPU work, competes with
+    them for cores."""
     cores = cores_per_process()
     return max(1, cores - 1 - cores // 4)
 
@@ -322,19 +323,6 @@ def _lower_priority(worker_id: int) -> None:
     if hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(WORKER_NICENESS)
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cores_per_process() -> int:
-    """This process's share of them: the cores over torchrun's LOCAL_WORLD_SIZE (at least 1)."""
-    return max(1, cpu_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 _END = object()

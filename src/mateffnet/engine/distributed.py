@@ -1,18 +1,17 @@
 """One process per GPU with `torchrun` (or one process on the CPU / one GPU): the same code path.
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is a single process. CPUs use the gloo
-backend, GPUs NCCL. Only rank 0 writes files and prints progress.
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (read by `mateffnet.runtime`); without them this is a
+single process. CPUs use the gloo backend, GPUs NCCL. Only rank 0 writes files and prints progress.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from mateffnet.errors import MateffnetError
+from mateffnet.runtime import resolve_device, torchrun_env
 
 
 @dataclass
@@ -31,17 +30,9 @@ class Distributed:
         return self.world_size > 1
 
 
-def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise MateffnetError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
 def setup(preference: str = "auto") -> Distributed:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    env = torchrun_env()
+    world_size, rank, local_rank = env.world_size, env.rank, env.local_rank
     device = resolve_device(preference, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
@@ -62,14 +53,6 @@ def gather_objects(ctx: Distributed, obj) -> list:
     gathered = [None] * ctx.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def broadcast_object(ctx: Distributed, obj):
-    if not ctx.enabled:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def all_reduce_mean(ctx: Distributed, value: torch.Tensor) -> torch.Tensor:

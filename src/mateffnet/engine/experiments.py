@@ -37,7 +37,7 @@ DATASETS = {
 TABLES = {"table2": "ucf101", "table3": "hmdb51", "table4": "kinetics400"}
 
 # The paper's reported numbers (%), keyed (dataset, backbone, attention, column). Only the headline
-# results were transcribed (DESIGN.md §1); the per-stream and ablation cells of Tables 2–4 are None
+# results were transcribed; the per-stream and ablation cells of Tables 2–4 are None
 # until someone copies them from the paper, and the report prints "n/a" for them.
 PAPER_RESULTS: dict[tuple[str, str, bool, str], float | None] = {
     ("ucf101", "efficientnet_b0", True, "fused_top1"): 94.8,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mateffnet.config import ExperimentConfig
 from mateffnet.data.dataset import locate_video
-from mateffnet.engine.distributed import resolve_device
-from mateffnet.engine.build import build_model, input_size, load_split
+from mateffnet.engine.build import (build_model, check_batch_split, input_size, load_split, resolve_precision,
+                                    use_channels_last)
 from mateffnet.engine.step import use_cuda_graph
-from mateffnet.engine.train import resolve_precision, use_channels_last
 from mateffnet.errors import MateffnetError
+from mateffnet.runtime import resolve_device, torchrun_env
 
 
 def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
@@ -25,9 +24,8 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
     prepared = sum(locate_video(store, item.video_id) is not None for item in train_items) if store.is_dir() else 0
     prepared_eval = (sum(locate_video(store, item.video_id) is not None for item in eval_items)
                      if eval_items and store.is_dir() else 0)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if tc.batch_size % world:
-        raise MateffnetError(f"train.batch_size {tc.batch_size} (global) must be divisible by the {world} processes")
+    world = torchrun_env().world_size
+    check_batch_split(tc, world)
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
     graphed = use_cuda_graph(tc.cuda_graph, device, precision, world > 1, tc.compile)

@@ -8,13 +8,23 @@ the streams' scores (MAT-EffNet: 1:1).
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mateffnet.config import DataConfig
+from mateffnet.data.dataset import VideoDataset
 from mateffnet.engine import distributed
+from mateffnet.engine.build import decodes_on_gpu, evaluation_items, make_eval_loader, resolve_precision
+from mateffnet.engine.metrics import classification_metrics
+from mateffnet.errors import MateffnetError
+from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from mateffnet.models import StreamNet, TwoStreamNet, fuse_probabilities
+from mateffnet.viz.plots import plot_confusion_matrix
 
 
 @torch.no_grad()
@@ -51,8 +61,6 @@ STREAMS = ("rgb", "flow")
 
 def fused_scores(scores: dict[str, np.ndarray], weights: tuple[float, float]) -> np.ndarray:
     """Weighted mean of the per-stream softmax scores present (MAT-EffNet: 1:1)."""
-    from mateffnet.models.twostream import fuse_probabilities
-
     present = {name: torch.from_numpy(s) for name, s in scores.items() if name in STREAMS}
     return fuse_probabilities(present, weights).numpy()
 
@@ -64,8 +72,6 @@ def summarize(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: li
     {"title", "class_names", "fusion_weights", "videos", "streams": {"rgb"|"flow"|"fused": {"top1", "top5",
     "mean_class", "per_class": {class: top-1 or None}}}}; accuracies are fractions in [0, 1].
     """
-    from mateffnet.engine.metrics import classification_metrics
-
     all_scores = dict(scores)
     all_scores["fused"] = fused_scores(scores, weights)
     streams = {}
@@ -76,20 +82,9 @@ def summarize(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: li
             "videos": int(len(labels)), "streams": streams}
 
 
-def format_summary(results: dict) -> str:
-    """A small text table: rows = streams, columns = top-1, top-5, mean class accuracy."""
-    lines = [f"{'stream':<8} {'top-1':>7} {'top-5':>7} {'mean class':>11}   ({results['videos']} videos; "
-             f"top-1/top-5 = video accuracy, mean class = mean of per-class top-1)"]
-    for name, m in results["streams"].items():
-        lines.append(f"{name:<8} {100 * m['top1']:>6.2f}% {100 * m['top5']:>6.2f}% {100 * m['mean_class']:>10.2f}%")
-    return "\n".join(lines)
-
-
 def save_scores(path, video_ids: list[str], labels: np.ndarray, class_names: list[str],
                 scores: dict[str, np.ndarray], weights: tuple[float, float]) -> None:
     """Raw per-video scores, so fusion weights can be re-tuned without running the networks again."""
-    from mateffnet.fileio import atomic_path
-
     arrays = {f"scores_{name}": s.astype(np.float32) for name, s in scores.items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -99,8 +94,6 @@ def save_scores(path, video_ids: list[str], labels: np.ndarray, class_names: lis
 
 
 def load_scores(path) -> tuple[list[str], np.ndarray, list[str], dict[str, np.ndarray]]:
-    from mateffnet.errors import MateffnetError
-
     try:
         with np.load(path, allow_pickle=False) as data:
             scores = {key.removeprefix("scores_"): data[key] for key in data.files if key.startswith("scores_")}
@@ -112,13 +105,6 @@ def load_scores(path) -> tuple[list[str], np.ndarray, list[str], dict[str, np.nd
 def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels: np.ndarray,
                   video_ids: list[str]) -> dict[str, Path]:
     """metrics.json, per_class.csv, confusion_<stream>.png and scores.npz in `out_dir`; returns the image paths."""
-    import csv
-    import io
-
-    from mateffnet.engine.metrics import classification_metrics
-    from mateffnet.fileio import atomic_write_json, atomic_write_text
-    from mateffnet.viz.plots import plot_confusion_matrix
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = results["class_names"]
@@ -141,22 +127,7 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
     return images
 
 
-def evaluation_items(data) -> tuple[list[str], list]:
-    """(class names, the videos to test): the split's test list (UCF101, HMDB51), Kinetics' validation
-    CSV, the list file `val_annotations` (else `annotations`) names, or every video of class folders."""
-    from mateffnet.io.annotations import video_list
-    from mateffnet.engine.build import class_names, load_split
-
-    if data.format == "list":
-        items = video_list(data.path(data.val_annotations or data.annotations), data.path(data.videos)).items()
-        return class_names(data, max(item.label for item in items) + 1), items
-    classes, train, evaluation = load_split(data)
-    if evaluation is None:
-        evaluation = train
-    return classes, evaluation
-
-
-def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, float] = (1.0, 1.0),
+def evaluate_streams(data: DataConfig, model_dirs: dict, out_dir, weights: tuple[float, float] = (1.0, 1.0),
                      segments: int | None = None, crops: int | None = None, batch_size: int = 2,
                      device: str = "auto", workers: int | None = None, progress: bool = True,
                      title: str = "evaluation") -> dict:
@@ -164,12 +135,6 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
 
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
     """
-    from mateffnet.data.dataset import VideoDataset
-    from mateffnet.engine.build import decodes_on_gpu
-    from mateffnet.engine.train import make_eval_loader, resolve_precision
-    from mateffnet.errors import MateffnetError
-    from mateffnet.models import StreamNet, TwoStreamNet
-
     ctx = distributed.setup(device)
     try:
         streams = {name: StreamNet.from_pretrained(folder, ctx.device) for name, folder in model_dirs.items()}

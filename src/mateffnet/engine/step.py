@@ -3,7 +3,7 @@
 `TrainStep` runs it eagerly. `GraphedTrainStep` captures the forward and backward passes of the first
 batch as a CUDA graph and replays that graph for every later batch of the same shape: an EfficientNet-B0
 step is about 3,300 ATen operations, mostly small kernels, and at batch 16 issuing them one by one from
-Python took longer than the H100 took to run them (1.3–1.4× faster replayed; BENCHMARKS.md, "Training").
+Python takes longer than a fast GPU takes to run them (measured in BENCHMARKS.md, "Training").
 Clipping, the optimiser and the schedule stay eager (a handful of fused launches), so they behave
 exactly as in `TrainStep`.
 """

@@ -11,19 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from mateffnet.config import ExperimentConfig, TrainConfig, save_config
 from mateffnet.engine import distributed
+from mateffnet.engine.build import (build_datasets, build_model, check_batch_split, freeze_bn_parameters, make_eval_loader,
+                                    make_optimizer, make_train_loader, resolve_precision, seed_everything, set_bn_mode,
+                                    use_channels_last)
 from mateffnet.engine.checkpoint import (latest_checkpoint, load_train_state, rng_state, save_best,
                                          save_checkpoint, set_rng_state)
 from mateffnet.engine.scoring import collect_scores
@@ -55,8 +56,6 @@ def train(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
     ctx = distributed.setup(config.train.device)
     try:
         if train_set is None:
-            from mateffnet.engine.build import build_datasets
-
             train_set, val_set, class_names = build_datasets(config, ctx.device)
         return _train(config, Path(out_dir), resume, train_set, val_set, class_names, progress, ctx)
     finally:
@@ -66,14 +65,10 @@ def train(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
 def _train(config, out_dir, resume, train_set, val_set, class_names, progress, ctx) -> TrainResult:
     tc: TrainConfig = config.train
     seed_everything(tc.seed + ctx.rank, tc.deterministic)
-    if tc.batch_size % ctx.world_size:
-        raise MateffnetError(f"train.batch_size {tc.batch_size} (global) must be divisible by the {ctx.world_size} processes")
+    check_batch_split(tc, ctx.world_size)
     device = ctx.device
     precision = resolve_precision(tc.precision, device)
     graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled, tc.compile)
-
-    from mateffnet.engine.build import build_model
-
     model = build_model(config, class_names).to(device)
     if use_channels_last(tc, device):
         model.use_channels_last()
@@ -248,111 +243,3 @@ def _check_same_experiment(config: ExperimentConfig, out_dir: Path) -> None:
 
 def _unwrap(model):
     return getattr(model, "module", model)
-
-
-def make_train_loader(dataset, batch_size: int, workers: int, seed: int, ctx):
-    from mateffnet.data.loader import make_loader
-
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    return make_loader(dataset, batch_size, ctx.device, drop_last=True, workers=workers, sampler=sampler)
-
-
-def make_eval_loader(dataset, batch_size: int, workers: int | None, ctx):
-    """Each process scores the videos rank, rank + N, …: no padding, so no video is counted twice."""
-    from mateffnet.data.loader import make_loader
-
-    sampler = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
-    return make_loader(dataset, max(1, batch_size), ctx.device, drop_last=False, workers=workers, sampler=sampler)
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def make_optimizer(model: torch.nn.Module, tc: TrainConfig, steps_per_epoch: int):
-    """(SGD, its per-step learning-rate schedule) as `tc` describes them."""
-    optimizer = torch.optim.SGD(parameter_groups(model, tc.weight_decay), lr=tc.lr, momentum=tc.momentum,
-                                nesterov=tc.nesterov)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch))
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv and linear weights only; none on biases and normalisation parameters."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(tc: TrainConfig, steps_per_epoch: int):
-    """Learning-rate multiplier per optimisation step: linear warmup, then cosine / step / constant."""
-    total = tc.epochs * steps_per_epoch
-    warmup = int(tc.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if tc.schedule == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        if tc.schedule == "step":
-            epoch = step / steps_per_epoch
-            return tc.gamma ** sum(epoch >= boundary for boundary in tc.step_epochs)
-        return 1.0
-
-    return factor
-
-
-def _fixed_norms(model: torch.nn.Module, mode: str) -> list[torch.nn.Module]:
-    """train: every BN layer learns. partial (TSN): every BN layer but the first keeps its statistics and
-    affine parameters fixed. frozen: all BN layers are fixed."""
-    if mode == "train":
-        return []
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    return norms[1:] if mode == "partial" else norms
-
-
-def freeze_bn_parameters(model: torch.nn.Module, mode: str) -> None:
-    """Once, before the optimizer and DDP see the parameters."""
-    for norm in _fixed_norms(model, mode):
-        for parameter in norm.parameters():
-            parameter.requires_grad_(False)
-
-
-def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
-    """After every model.train(): fixed BN layers use (and keep) their running statistics."""
-    for norm in _fixed_norms(model, mode):
-        norm.eval()
-
-
-def use_channels_last(tc: TrainConfig, device: torch.device) -> bool:
-    """train.channels_last, or null: on CUDA only."""
-    return device.type == "cuda" if tc.channels_last is None else tc.channels_last
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True

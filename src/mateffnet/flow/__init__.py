@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from mateffnet.config import FLOW_METHODS
+from mateffnet.errors import MateffnetError
 from mateffnet.flow.quantize import DEFAULT_BOUND, dequantize_flow, quantize_flow
-from mateffnet.flow.tvl1 import tvl1  # the function shadows its module's name here, on purpose
+from mateffnet.flow.tvl1 import tvl1 as _tvl1  # not `tvl1`: that name is the module's
+from mateffnet.flow.tvl1_params import TVL1_FAST
 
-FLOW_METHODS = ("tvl1", "farneback", "raft")
 
-# TV-L1 with a fixed iteration count, for dataset-scale extraction: no host synchronisation, up to 10×
-# fewer iterations than OpenCV's defaults run on real video (where the epsilon rule rarely stops before
-# 300 per warp), and a synthetic-suite EPE 1.04× that of OpenCV with its defaults (BENCHMARKS.md).
-TVL1_FAST = {"epsilon": 0.0, "inner_iterations": 30, "outer_iterations": 1}
 
 __all__ = [
     "FLOW_METHODS",
@@ -19,7 +17,6 @@ __all__ = [
     "compute_flow",
     "dequantize_flow",
     "quantize_flow",
-    "tvl1",
 ]
 
 
@@ -32,7 +29,7 @@ def compute_flow(frames0, frames1, method: str = "tvl1", **params):
     CPU), "raft" (torchvision RAFT; `mateffnet.flow.raft.raft`). params go to the method.
     """
     if method == "tvl1":
-        return tvl1(frames0, frames1, **params)
+        return _tvl1(frames0, frames1, **params)
     if method == "farneback":
         from mateffnet.flow.farneback import farneback
 
@@ -41,7 +38,5 @@ def compute_flow(frames0, frames1, method: str = "tvl1", **params):
         from mateffnet.flow.raft import raft
 
         return raft(frames0, frames1, **params)
-    from mateffnet.errors import MateffnetError
-
     raise MateffnetError(f"unknown flow method {method!r}; expected one of {', '.join(FLOW_METHODS)}")
 

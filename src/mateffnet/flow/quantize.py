@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_BOUND = 20.0
+from mateffnet.config import DEFAULT_BOUND
 
 
 def quantize_flow(flow: torch.Tensor, bound: float = DEFAULT_BOUND) -> torch.Tensor:

@@ -26,8 +26,8 @@ and a fused Triton one for CUDA (`flow/tvl1_triton.py`) that runs several iterat
 launch in on-chip memory. With `epsilon=0` the iteration count is fixed, which never synchronises the
 host; that is how dataset-scale extraction should call it (`mateffnet.flow.TVL1_FAST`).
 
-Throughput (BENCHMARKS.md): on a GPU pass large batches of pairs already on the device (64 pairs of
-340x256 reach ~95 % of the H100's rate, 128–256 fill it). On the CPU run one pair per worker process
+Throughput (measured in BENCHMARKS.md): on a GPU pass large batches of pairs already on the device
+(a hundred or more pairs of 340x256 fill one). On the CPU run one pair per worker process
 with torch.set_num_threads(1): a single large batch on many threads is limited by memory bandwidth.
 """
 
@@ -35,58 +35,17 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mateffnet.errors import MateffnetError
+from mateffnet.flow.tvl1_params import TVL1Params
 
 # OpenCV's cvtColor(RGB2GRAY) weights.
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _MIN_PYRAMID_SIZE = 16
 _FLT_EPSILON = torch.finfo(torch.float32).eps
-
-
-@dataclass(frozen=True)
-class TVL1Params:
-    """OpenCV's `DualTVL1OpticalFlow` parameters, with OpenCV's defaults (names in snake case)."""
-
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 30
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    gamma: float = 0.0
-    median_filtering: int = 5
-
-    def __post_init__(self):
-        checks = {
-            "tau": self.tau > 0,
-            "lambda_": self.lambda_ > 0,
-            "theta": self.theta > 0,
-            "nscales": self.nscales >= 1,
-            "warps": self.warps >= 1,
-            "epsilon": self.epsilon >= 0,
-            "inner_iterations": self.inner_iterations >= 1,
-            "outer_iterations": self.outer_iterations >= 1,
-            "scale_step": 0 < self.scale_step < 1,
-            "gamma": self.gamma >= 0,
-            "median_filtering": self.median_filtering in (0, 1, 3, 5),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                expected = {
-                    "epsilon": ">= 0",
-                    "gamma": ">= 0",
-                    "scale_step": "in (0, 1)",
-                    "median_filtering": "0 or 1 (off), 3 or 5",
-                }.get(name, "> 0" if isinstance(getattr(self, name), float) else ">= 1")
-                raise MateffnetError(f"TV-L1 parameter {name}={getattr(self, name)!r}; expected {expected}")
 
 
 def tvl1(
@@ -422,4 +381,4 @@ def _triton_available() -> bool:
     return hasattr(triton.language, "gather")  # Triton >= 3.2
 
 
-__all__ = ["TVL1Params", "tvl1", "to_gray", "pyramid_sizes"]
+__all__ = ["tvl1", "to_gray", "pyramid_sizes"]

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from mateffnet.flow.median_triton import median_filter_triton
-from mateffnet.flow.tvl1 import TVL1Params
+from mateffnet.flow.tvl1_params import TVL1Params
 
 # Iterations fused into one launch, and the tile (BH, BW, num_warps) for each count: the fastest of
 # benchmarks/flow_kernels.py on an H100 (BENCHMARKS.md); larger tiles spill registers.

@@ -31,12 +31,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mateffnet.config import DATA_FORMATS
 from mateffnet.errors import MateffnetError
 
 VIDEO_EXTENSIONS = frozenset(
     ".avi .mp4 .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .vob".split()
 )
-FORMATS = ("ucf101", "hmdb51", "kinetics400", "list", "folders")
 UNLABELLED = -1
 
 
@@ -282,8 +282,8 @@ def load_annotations(
     """The dataset's annotations in any supported format; `format="auto"` uses `detect_format`."""
     if format == "auto":
         format = detect_format(annotations)
-    if format not in FORMATS:
-        raise MateffnetError(f"unknown dataset format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+    if format not in DATA_FORMATS:
+        raise MateffnetError(f"unknown dataset format {format!r}; expected auto or one of {', '.join(DATA_FORMATS)}")
     if format == "folders":
         return folders(src, annotations)
     if annotations is None:

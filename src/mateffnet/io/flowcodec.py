@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mateffnet.config import FLOW_QUALITY
 from mateffnet.io.jpeg import Region, region_columns
 from mateffnet.errors import MateffnetError
 
@@ -33,7 +34,7 @@ def check_flow_codec(codec: str) -> None:
         raise MateffnetError(f"unknown flow codec {codec!r}; expected one of {', '.join(FLOW_CODECS)}")
 
 
-def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: int = 95) -> list[bytes]:
+def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: int = FLOW_QUALITY) -> list[bytes]:
     """uint8 (N, H, W) planes → N byte strings in `codec` (`quality` is JPEG's)."""
     planes = torch.as_tensor(planes)
     if planes.dtype != torch.uint8 or planes.ndim != 3:

@@ -18,9 +18,6 @@ from mateffnet.errors import MateffnetError
 
 Region = tuple[int, int, int, int]  # top, left, height, width
 
-RGB_QUALITY = 90
-FLOW_QUALITY = 95
-
 
 def encode_jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
     """uint8 (N, C, H, W) images, C = 1 or 3, on any device → N JPEG byte strings.

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from mateffnet.config import DEFAULT_BOUND
 from mateffnet.io.jpeg import Region, as_tensor, decode_jpegs
 from mateffnet.io.store import PackedVideoWriter
 from mateffnet.errors import MateffnetError
-from mateffnet.flow import DEFAULT_BOUND
 
 _NAME = re.compile(r"(img|flow_x|flow_y|x|y)_(\d+)\.(?:jpg|jpeg)", re.IGNORECASE)
 

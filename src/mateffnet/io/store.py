@@ -1,4 +1,4 @@
-"""The packed per-video file: every RGB frame and every flow field of one video, as JPEGs, in one
+"""The packed per-video file: every RGB frame (JPEG) and every flow field (JPEG or LZ4, `flowcodec`) of one video, in one
 file with an index, so one frame or one flow stack is read with a seek instead of opening
 hundreds of small files.
 
@@ -43,6 +43,7 @@ END_MAGIC = b"MFVEND01"
 FOOTER = struct.Struct("<QQQII8s")
 FORMAT_VERSION = 1
 SUFFIX = ".mfv"
+STORE_SETTINGS = "store.json"  # in a store's folder: how `mateffnet prepare` made its files
 # Neighbouring images closer than this are fetched with one read (a flow stack is one read).
 MERGE_GAP = 256 * 1024
 

@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mateffnet.config import ATTENTION_TOKENS, DEFAULT_BOUND, MODALITIES, STEM_INIT_METHODS
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json
 from mateffnet.models.attention import MultiHeadSelfAttention
 from mateffnet.models.backbones import create_backbone, default_input_size
-from mateffnet.models.weights import STEM_INIT_METHODS
 
-MODALITIES = ("rgb", "flow")
-ATTENTION_TOKENS = ("segments", "spatiotemporal")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
@@ -61,7 +59,7 @@ class StreamConfig:
     frame_size: str | None = "256"  # decoded frames: short side "256", or "340x256" (width x height); None: as is
     flow_method: str = "tvl1"  # the flow method of the training data (mateffnet.flow.compute_flow)
     flow_params: dict | None = None  # its parameters (e.g. the fixed TV-L1 schedule)
-    flow_bound: float = 20.0  # ±pixels that 0–255 flow storage spans
+    flow_bound: float = DEFAULT_BOUND  # ±pixels that 0–255 flow storage spans
     class_names: list[str] | None = None
 
     def __post_init__(self):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from mateffnet.config import STEM_INIT_METHODS
 from mateffnet.errors import MateffnetError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-STEM_INIT_METHODS = ("cross_modality", "timm")
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -11,6 +11,8 @@ import numpy as np
 from mateffnet.config import ExperimentConfig, config_from_dict
 from mateffnet.engine.checkpoint import latest_checkpoint, load_train_state
 from mateffnet.engine.experiments import BACKBONE_LABEL, PAPER_RESULTS, TABLES, Run, runs
+from mateffnet.engine.scoring import evaluate_streams, load_scores, summarize
+from mateffnet.engine.train import train
 from mateffnet.fileio import atomic_write_text
 
 
@@ -28,8 +30,6 @@ def run_status(out_dir: Path, epochs: int) -> str:
 
 def reproduce(table: str, data_root: str | Path, runs_dir: str | Path = "runs", splits=None, backbones=None,
               overrides: list[str] = (), dry_run: bool = False, progress: bool = True) -> Path | None:
-    from mateffnet.engine.train import train
-
     runs_dir = Path(runs_dir)
     plan = runs(table, tuple(splits) if splits else None, tuple(backbones) if backbones else None)
     configs = {run: run_config(run, data_root, list(overrides)) for run in plan}
@@ -62,9 +62,6 @@ def _pairs(plan: list[Run]) -> dict[str, tuple[Run, Run]]:
 
 def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_dir: Path, progress: bool) -> dict:
     """Test-protocol metrics of one RGB/flow pair, from cached scores when they exist."""
-    from mateffnet.engine.scoring import load_scores, summarize
-    from mateffnet.engine.scoring import evaluate_streams
-
     scores_path = out_dir / "scores.npz"
     if scores_path.is_file():
         _, labels, class_names, scores = load_scores(scores_path)
@@ -114,3 +111,9 @@ def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:
 
 def _cell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
+
+
+def run(table: str, data_root: str, *, runs_dir: str, splits: list[int] | None, backbones: list[str] | None,
+        overrides: list[str], dry_run: bool, progress: bool) -> int:
+    reproduce(table, data_root, runs_dir, splits, backbones, overrides, dry_run, progress=progress)
+    return 0

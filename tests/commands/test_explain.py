@@ -9,7 +9,8 @@ from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet, TwoStreamNet
 from mateffnet.engine.inference import decode_for, predict_video
-from mateffnet.viz.explain import explain_clips, explain_video
+from mateffnet.commands.explain import explain_video
+from mateffnet.viz.explain import explain_clips
 
 
 

@@ -1,0 +1,105 @@
+"""Flow across videos, in the main process: frame pairs of several videos, batched, to the GPU and back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from mateffnet.prepare.messages import Flows
+from mateffnet.prepare.options import PrepareOptions
+from mateffnet.prepare.pack import launch_quantized_flow
+
+
+class FlowBatcher:
+    """Main-process side of flow across videos: frame pairs of several videos, grouped by frame
+    size, go to `compute_flow` in batches of `flow_batch`; the quantised flow goes back to each
+    video's worker. On a GPU a batch is only queued (`IN_FLIGHT` at most): the main process receives
+    the next frames while the GPU computes, and `deliver` hands out the batches that have finished."""
+
+    IN_FLIGHT = 2
+
+    def __init__(self, options: PrepareOptions, device: str, send: Callable[[int, int, Flows], None]):
+        """send(worker id, video index, message): to the worker, if it still holds that video."""
+        self.options, self.device, self.send = options, device, send
+        self.buckets: dict[tuple[int, int], list] = {}  # (H, W) → [(index, k, frame k, frame k+1)]
+        self.last_frame: dict[int, np.ndarray] = {}
+        self.worker_of: dict[int, int] = {}
+        self.in_flight: list[tuple[list, object, object]] = []  # (pairs, quantised flow, CUDA event)
+
+    def add_frames(self, worker_id: int, index: int, first: int, frames: np.ndarray) -> None:
+        self.worker_of[index] = worker_id
+        bucket = self.buckets.setdefault(frames.shape[1:3], [])
+        previous = self.last_frame.get(index)
+        for j in range(len(frames)):
+            if j == 0:
+                if previous is not None:
+                    bucket.append((index, first - 1, previous, frames[0]))
+            else:
+                bucket.append((index, first + j - 1, frames[j - 1], frames[j]))
+        self.last_frame[index] = frames[-1]
+        while len(bucket) >= self.options.flow_batch:
+            self._launch(bucket, self.options.flow_batch)
+
+    def end_frames(self, index: int) -> None:
+        """All frames of video `index` are in: its worker now only waits for flow, so the pairs
+        still pending for it go out now, in a partial batch if need be (one per video at most)."""
+        self.last_frame.pop(index, None)
+        for bucket in self.buckets.values():
+            if any(pair[0] == index for pair in bucket):
+                while bucket:
+                    self._launch(bucket, self.options.flow_batch)
+
+    def forget(self, index: int) -> None:
+        """Drop a finished or failed video's pending pairs."""
+        self.last_frame.pop(index, None)
+        self.worker_of.pop(index, None)
+        for bucket in self.buckets.values():
+            bucket[:] = [pair for pair in bucket if pair[0] != index]
+
+    def flush_all(self) -> None:
+        for bucket in self.buckets.values():
+            while bucket:
+                self._launch(bucket, self.options.flow_batch)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight)
+
+    def deliver(self, wait: bool = False) -> None:
+        """Send the flow of every finished batch (in order) to its videos' workers; with `wait`,
+        wait for the oldest one first."""
+        while self.in_flight:
+            pairs, quantized, done = self.in_flight[0]
+            if done is not None:
+                if wait:
+                    done.synchronize()
+                elif not done.query():
+                    return
+            self.in_flight.pop(0)
+            self._send(pairs, quantized.numpy())
+            wait = False
+
+    def _launch(self, bucket: list, count: int) -> None:
+        batch, bucket[:] = bucket[:count], bucket[count:]
+        rows: dict[tuple[int, int], int] = {}  # (video, frame number) → row: each frame uploaded once
+        frames, first, second = [], [], []
+        for index, k, frame0, frame1 in batch:
+            for key, frame, targets in (((index, k), frame0, first), ((index, k + 1), frame1, second)):
+                if key not in rows:
+                    rows[key] = len(frames)
+                    frames.append(frame)
+                targets.append(rows[key])
+        quantized, done = launch_quantized_flow(frames, first, second, self.options, self.device)
+        self.in_flight.append(([(index, k) for index, k, _, _ in batch], quantized, done))
+        self.deliver(wait=len(self.in_flight) > self.IN_FLIGHT)
+
+    def _send(self, pairs: list[tuple[int, int]], quantized: np.ndarray) -> None:
+        by_video: dict[int, list[int]] = {}
+        for position, (index, _) in enumerate(pairs):
+            by_video.setdefault(index, []).append(position)
+        for index, positions in by_video.items():
+            worker_id = self.worker_of.get(index)
+            if worker_id is not None:  # else the video failed meanwhile
+                ks = [pairs[p][1] for p in positions]
+                self.send(worker_id, index, Flows(index, ks, quantized[positions]))

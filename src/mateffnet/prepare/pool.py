@@ -1,0 +1,218 @@
+"""The worker processes of `mateffnet prepare`, and `pack_all`, which hands the videos to them (or packs
+them in this process with `workers=0`) and yields each outcome as it comes.
+
+Each worker has its own channels: an inbox queue (main → worker) and a result pipe (worker → main), so the
+main process always knows which video each worker holds, and a worker that dies (even in the middle of a
+write) breaks only its own channels: its video is reported failed and a new worker takes over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import sys
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mateffnet.errors import MateffnetError
+from mateffnet.fileio import remove_temporaries
+from mateffnet.io.annotations import VideoItem
+from mateffnet.io.store import store_path
+from mateffnet.prepare.batcher import FlowBatcher
+from mateffnet.prepare.messages import Done, Flows, Frames, FramesEnd, Ready, Video
+from mateffnet.prepare.options import CPU_ONLY_FLOW_METHODS, PrepareOptions
+from mateffnet.prepare.pack import failure, pack_video
+from mateffnet.prepare.worker import worker_main
+from mateffnet.runtime import cores_per_process
+
+
+def pack_all(todo: list[VideoItem], store: Path, options: PrepareOptions, device: str, progress: bool):
+    """Yield (item, outcome) as videos finish; outcome has status done/failed."""
+    workers = options.workers if options.workers is not None else cores_per_process()
+    if options.flow_method in CPU_ONLY_FLOW_METHODS:
+        device = "cpu"  # no GPU memory (or CUDA context per worker) for a method that cannot use it
+    across = options.batch_across_videos
+    if across is None:  # flow on a GPU: big batches of pairs from several videos in this process
+        across = device.startswith("cuda")
+    across = across and options.flow_method != "none" and workers > 0
+    bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.05)
+    started, pairs = time.monotonic(), 0
+    try:
+        if workers == 0:
+            results = _run_in_process(todo, store, options, device)
+        else:
+            results = Pool(todo, store, options, device, workers, across).results()
+        for item, outcome in results:
+            pairs += outcome.get("flows", 0)
+            bar.update(1)
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.set_postfix(pairs_per_s=f"{pairs / elapsed:.0f}", refresh=False)
+            yield item, outcome
+    finally:
+        bar.close()
+
+
+def _run_in_process(todo, store, options, device):
+    for item in todo:
+        try:
+            outcome = {"status": "done", **pack_video(item, store_path(store, item.video_id), options, device)}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:
+            outcome = failure(error)
+        yield item, outcome
+
+
+class Pool:
+    """Worker processes, each with its own channels: an inbox queue (main → worker) and a result
+    pipe (worker → main). The main process always knows which video each worker holds, and a
+    worker that dies (even in the middle of a write) breaks only its own channels: its video is
+    reported failed and a new worker takes over."""
+
+    def __init__(self, todo, store, options, device, workers, across):
+        self.todo, self.store, self.options, self.device, self.across = list(todo), str(store), options, device, across
+        self.size = min(workers, len(self.todo)) or 1
+        self.context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+        if hasattr(self.context, "set_forkserver_preload"):
+            # Workers fork from a server that has these imported already (torch: seconds each).
+            # The third-party ones are listed too: Python 3.11's server ignores sys.path changes,
+            # so mateffnet itself only preloads when it is installed.
+            self.context.set_forkserver_preload(["numpy", "torch", "torchvision", "av", "mateffnet.prepare.worker"])
+        self.workers: dict[int, WorkerProcess] = {}
+        self.next_id = 0
+        self.startup_failures = 0
+        self.batcher = FlowBatcher(options, device, self.send) if across else None
+
+    def results(self):
+        pending = list(range(len(self.todo)))[::-1]
+        finished = 0
+        last_message = time.monotonic()
+        try:
+            for _ in range(self.size):
+                self._start_worker()
+            while finished < len(self.todo):
+                for worker in list(self.workers.values()):
+                    if worker.ready and worker.holding is None and pending:
+                        self._assign(worker, pending.pop())
+                by_connection = {w.results: w for w in self.workers.values() if not w.closed}
+                busy = self.batcher is not None and self.batcher.busy
+                ready = wait(list(by_connection), timeout=0.002 if busy else 0.05)
+                for connection in ready:
+                    worker = by_connection[connection]
+                    try:
+                        message = connection.recv()
+                    except (EOFError, OSError):
+                        worker.closed = True  # the worker exited; reaped below
+                        continue
+                    except Exception:  # a message cut off by the worker's death
+                        worker.closed = True
+                        worker.process.kill()
+                        continue
+                    last_message = time.monotonic()
+                    outcome = self._handle(worker, message)
+                    if outcome is not None:
+                        finished += 1
+                        yield outcome
+                if self.batcher:
+                    self.batcher.deliver()
+                if not ready and self.batcher and time.monotonic() - last_message > 1.0:
+                    self.batcher.flush_all()  # safety net; full batches and end_frames normally decide
+                for outcome in self._reap_dead():
+                    finished += 1
+                    yield outcome
+        finally:
+            self._stop()
+
+    def _handle(self, worker: WorkerProcess, message: Ready | Done | Frames | FramesEnd):
+        if isinstance(message, Ready):
+            worker.ready = True
+            self.startup_failures = 0
+        elif isinstance(message, Done):
+            worker.holding = None
+            if self.batcher:
+                self.batcher.forget(message.index)
+            return self.todo[message.index], message.outcome
+        elif isinstance(message, Frames):
+            self.batcher.add_frames(worker.id, message.index, message.first, message.frames)
+        elif isinstance(message, FramesEnd):
+            self.batcher.end_frames(message.index)
+        return None
+
+    def _assign(self, worker: WorkerProcess, index: int) -> None:
+        worker.holding = index
+        worker.inbox.put(Video(index, self.todo[index]))
+
+    def send(self, worker_id: int, index: int, message: Flows) -> None:
+        """Send to the worker holding video `index`, if it still does."""
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.holding == index:
+            worker.inbox.put(message)
+
+    def _start_worker(self) -> None:
+        worker_id, self.next_id = self.next_id, self.next_id + 1
+        inbox = self.context.Queue()
+        inbox.cancel_join_thread()  # never wait at exit on a dead worker's full pipe
+        receive_end, send_end = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=worker_main,
+            args=(worker_id, inbox, send_end, self.store, self.options, self.device, self.across),
+            name=f"mateffnet-prepare-{worker_id}",
+            daemon=True,
+        )
+        process.start()
+        send_end.close()  # only the worker writes: its death closes the pipe
+        self.workers[worker_id] = WorkerProcess(worker_id, process, inbox, receive_end)
+
+    def _reap_dead(self):
+        for worker in list(self.workers.values()):
+            if worker.process.exitcode is None or (not worker.closed and worker.results.poll()):
+                continue  # alive, or messages left to read first
+            del self.workers[worker.id]
+            worker.results.close()
+            worker.inbox.close()
+            if not worker.ready:
+                self.startup_failures += 1
+                if self.startup_failures >= 3:
+                    raise MateffnetError(
+                        f"prepare worker processes die while starting (exit status {worker.process.exitcode}); "
+                        "run with --workers 0 to see why"
+                    )
+            self._start_worker()
+            index = worker.holding
+            if index is not None:
+                if self.batcher:
+                    self.batcher.forget(index)
+                remove_temporaries(store_path(self.store, self.todo[index].video_id))
+                code = worker.process.exitcode
+                how = f"signal {-code}" if code < 0 else f"exit status {code}"
+                detail = f"the worker process decoding it died ({how}); the decoder probably crashed on this file"
+                yield self.todo[index], {"status": "failed", "reason": "crashed", "detail": detail}
+
+    def _stop(self) -> None:
+        for worker in self.workers.values():
+            try:
+                worker.inbox.put(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 5
+        for worker in self.workers.values():
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.results.close()
+            worker.inbox.close()
+
+
+@dataclasses.dataclass(eq=False)
+class WorkerProcess:
+    id: int
+    process: multiprocessing.Process
+    inbox: object  # multiprocessing Queue, main → worker
+    results: object  # multiprocessing Connection, worker → main
+    ready: bool = False
+    closed: bool = False
+    holding: int | None = None  # index of the video it works on

@@ -1,0 +1,105 @@
+"""A worker process of `mateffnet prepare`: one video at a time from its inbox, messages about it back.
+
+With flow on the CPU the worker packs the whole video (`pack.pack_video`); with flow across videos it
+decodes and writes, sends its frames to the main process and writes the flow that comes back
+(`messages` says what goes each way).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+
+import torch
+
+from mateffnet.io.annotations import VideoItem
+from mateffnet.io.decode import VideoReader
+from mateffnet.io.store import PackedVideoWriter, store_path
+from mateffnet.prepare.messages import Done, Flows, Frames, FramesEnd, Ready, Video
+from mateffnet.prepare.options import PrepareOptions
+from mateffnet.prepare.pack import check_long_enough, encode_flow, failure, pack_video, rgb_chunks, video_meta
+
+
+def worker_main(worker_id: int, inbox, results, store: str, options: PrepareOptions, device: str, across: bool) -> None:
+    """A worker process: one video at a time from `inbox`, messages about it to `results`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    torch.set_num_threads(1)
+    link = _Link(inbox, results)
+    link.send(Ready(worker_id))
+    while True:
+        message = link.receive()
+        if message is None:
+            return
+        if not isinstance(message, Video):
+            continue  # flow of an earlier video that failed
+        index, item = message.index, message.item
+        path = store_path(store, item.video_id)
+        try:
+            if across:
+                info = _pack_with_remote_flow(worker_id, index, item, path, options, link)
+            else:
+                info = pack_video(item, path, options, device, threads=1)
+            outcome = {"status": "done", **info}
+        except Exception as error:
+            outcome = failure(error)
+        link.send(Done(worker_id, index, outcome))
+
+
+class _Link:
+    """A worker's channels: its inbox queue and its result pipe. The worker exits if the main
+    process is gone (the pipe breaks, or the process is re-parented)."""
+
+    def __init__(self, inbox, results):
+        self.inbox, self.results, self.parent = inbox, results, os.getppid()
+
+    def receive(self, block: bool = True):
+        while True:
+            try:
+                return self.inbox.get(timeout=5.0) if block else self.inbox.get_nowait()
+            except queue.Empty:
+                if not block:
+                    raise
+                if os.getppid() != self.parent:
+                    os._exit(0)
+
+    def send(self, message) -> None:
+        try:
+            self.results.send(message)  # blocks while the main process is behind: back-pressure
+        except (BrokenPipeError, EOFError, OSError):
+            os._exit(0)
+
+
+def _pack_with_remote_flow(worker_id: int, index: int, item: VideoItem, path, options: PrepareOptions, link: _Link) -> dict:
+    """Worker side of flow-in-the-main-process: send frames, receive quantised flow, write the file."""
+    flows_needed = None
+    received = 0
+
+    def take_flows(block: bool) -> None:
+        nonlocal received
+        while flows_needed is None or received < flows_needed:
+            try:
+                message = link.receive(block=block)
+            except queue.Empty:
+                return
+            if message is None:
+                raise KeyboardInterrupt  # the main process is stopping
+            if not isinstance(message, Flows) or message.index != index:
+                continue  # flow of an earlier, failed video of this worker
+            for k, (x, y) in zip(message.pairs, encode_flow(message.quantized, options)):
+                writer.add_flow(k, x, y)
+            received += len(message.pairs)
+
+    with VideoReader(item.path, size=options.size, threads=1) as reader, PackedVideoWriter(path) as writer:
+        try:
+            for first, chunk in rgb_chunks(reader, writer, options):
+                link.send(Frames(worker_id, index, first, chunk))
+                take_flows(block=False)
+            check_long_enough(item, writer.num_frames)
+        finally:
+            link.send(FramesEnd(worker_id, index, writer.num_frames))
+        count = writer.num_frames
+        flows_needed = count - 1
+        take_flows(block=True)
+        writer.finish(video_meta(item, reader, options))
+    return {"frames": count, "flows": flows_needed, "bytes": os.path.getsize(path)}

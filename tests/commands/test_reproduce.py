@@ -1,0 +1,25 @@
+from mateffnet.commands.reproduce import format_table, run_status
+from mateffnet.engine.checkpoint import save_checkpoint
+from mateffnet.engine.experiments import runs
+from mateffnet.models import StreamNet
+
+
+def test_a_runs_state_is_read_from_its_checkpoints(tmp_path):
+    assert run_status(tmp_path / "run", 3) == "to train"
+    model = StreamNet(2, backbone="resnet18", input_size=32, num_segments=2)
+    save_checkpoint(tmp_path / "run", 2, model, {"epoch": 2})
+    assert run_status(tmp_path / "run", 3) == "resume after epoch 2"
+    save_checkpoint(tmp_path / "run", 3, model, {"epoch": 3})
+    assert run_status(tmp_path / "run", 3) == "resume after epoch 3"  # finished, but no best/ model yet
+    model.save_pretrained(tmp_path / "run" / "best")
+    assert run_status(tmp_path / "run", 3) == "trained"
+
+
+def test_the_table_shows_our_numbers_beside_the_papers():
+    plan = runs("table2", splits=(1,), backbones=("efficientnet_b0",))
+    streams = {"rgb": {"top1": 0.5, "top5": 0.9}, "flow": {"top1": 0.625, "top5": 0.9}, "fused": {"top1": 0.75, "top5": 1.0}}
+    text = format_table("table2", plan, {run.pair: {"streams": streams} for run in plan})
+    assert text.startswith("## Table2: UCF101 (mean of split 1)")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2  # with and without attention
+    assert any(row.endswith("| yes | 50.0 | 62.5 | 75.0 | 94.8 |") for row in rows), rows
