@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mateffnet.errors import MateffnetError
+from mateffnet.errors import MateffnetError, error_line
 from mateffnet.runtime import DEVICES
 
 # The vocabulary the whole package shares, stated once here (this module imports no torch, so the CLI
@@ -160,7 +160,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise MateffnetError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+            raise MateffnetError(f"{path}: not valid YAML ({error_line(error)})") from error
         if not isinstance(data, dict):
             raise MateffnetError(f"{path}: expected a mapping of sections (data, model, train) at the top level")
     return config_from_dict(data, source, overrides)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mateffnet.commands.explain import explain_video
-from mateffnet.config import config_from_dict
+from mateffnet.config import MODALITIES, config_from_dict
 from mateffnet.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
 from mateffnet.engine.scoring import evaluate_streams
 from mateffnet.engine.train import train
@@ -35,8 +35,6 @@ from mateffnet.models import StreamNet, TwoStreamNet
 from mateffnet.prepare.job import PrepareOptions, prepare_dataset
 from mateffnet.runtime import resolve_device
 from mateffnet.viz.report import write_report
-
-STREAMS = ("rgb", "flow")
 
 
 def _lite0_available() -> bool:
@@ -95,7 +93,7 @@ def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int =
         raise MateffnetError(f"preparing the demo videos failed: {report.summary()}")
     step("prepare", started)
 
-    for modality in STREAMS:
+    for modality in MODALITIES:
         started = time.perf_counter()
         config = demo_config(out_dir, modality, device, seed, epochs)
         print(f"3/5 training the {modality} stream ({config.model.backbone}, "
@@ -111,7 +109,7 @@ def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int =
     started = time.perf_counter()
     print("4/5 evaluating both streams and their fusion on the test videos (8 segments × 3 crops)")
     data = demo_config(out_dir, "rgb", device, seed, epochs).data
-    results = evaluate_streams(data, {name: out_dir / name for name in STREAMS}, out_dir / "evaluation",
+    results = evaluate_streams(data, {name: out_dir / name for name in MODALITIES}, out_dir / "evaluation",
                                segments=8, crops=3, device=device, workers=0, progress=progress,
                                title="mateffnet demo: synthetic motion vs appearance classes")
     step("evaluate", started)
@@ -167,7 +165,7 @@ def _figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
     for name in ("evaluation/confusion_rgb.png", "evaluation/confusion_flow.png", "evaluation/confusion_fused.png"):
         stream = name.split("_")[-1].removesuffix(".png")
         images[f"Confusion matrices/{stream}"] = out_dir / name
-    for stream in STREAMS:
+    for stream in MODALITIES:
         images[f"Training curves/{stream}"] = out_dir / "runs" / stream / "curves.png"
     test_videos = [line.split()[0] for line in dataset.test_list.read_text().splitlines() if line.strip()]
     for name in ("slide_right", "ball_red"):  # one motion class, one colour class

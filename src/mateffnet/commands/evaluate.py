@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mateffnet.config import DataConfig
-from mateffnet.engine.scoring import STREAMS, evaluate_streams, load_scores, summarize, write_outputs
+from mateffnet.config import MODALITIES, DataConfig
+from mateffnet.engine.scoring import evaluate_streams, load_scores, summarize, write_outputs
 from mateffnet.errors import MateffnetError
 from mateffnet.io.annotations import detect_format
 from mateffnet.models.streamnet import CONFIG_FILE
@@ -15,7 +15,7 @@ def model_folders(model: str | None, rgb: str | None, flow: str | None) -> dict[
     """{stream: folder} from a two-stream folder (its rgb/ and flow/) and/or one folder per stream."""
     folders = {}
     if model:
-        folders = {name: Path(model) / name for name in STREAMS if (Path(model) / name / CONFIG_FILE).is_file()}
+        folders = {name: Path(model) / name for name in MODALITIES if (Path(model) / name / CONFIG_FILE).is_file()}
         if not folders:
             raise MateffnetError(f"--model {model}: no rgb/ or flow/ model folder inside")
     folders.update({name: Path(folder) for name, folder in (("rgb", rgb), ("flow", flow)) if folder})
@@ -27,7 +27,7 @@ def model_folders(model: str | None, rgb: str | None, flow: str | None) -> dict[
 def refuse(scores_file: str, out: str, weights: tuple[float, float]) -> dict:
     """Fuse the per-stream scores of an earlier evaluation again with `weights`; writes `out` like evaluate."""
     ids, labels, class_names, scores = load_scores(scores_file)
-    scores = {k: v for k, v in scores.items() if k in STREAMS}
+    scores = {k: v for k, v in scores.items() if k in MODALITIES}
     results = summarize(scores, labels, class_names, weights, title=f"re-fused {scores_file}")
     write_outputs(out, results, scores, labels, ids)
     return results

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from mateffnet.config import MODALITIES
 from mateffnet.models.backbones import PAPER_INPUT_SIZE
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_b0")
@@ -94,7 +95,7 @@ def runs(table: str, splits: tuple[int, ...] | None = None, backbones: tuple[str
     chosen_backbones = ("efficientnet_b0",) if dataset == "kinetics400" else (backbones or BACKBONES)
     return [Run(dataset, split, backbone, attention, modality)
             for split in chosen_splits for backbone in chosen_backbones for attention in (False, True)
-            for modality in ("rgb", "flow")]
+            for modality in MODALITIES]
 
 
 def all_runs() -> list[Run]:

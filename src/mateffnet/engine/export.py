@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from mateffnet.config import MODALITIES
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 from mateffnet.models.streamnet import CONFIG_FILE, StreamNet
@@ -114,7 +115,7 @@ def export_model(
     if (model_dir / CONFIG_FILE).is_file():
         streams = {"": model_dir}
     else:
-        streams = {name: model_dir / name for name in ("rgb", "flow") if (model_dir / name / CONFIG_FILE).is_file()}
+        streams = {name: model_dir / name for name in MODALITIES if (model_dir / name / CONFIG_FILE).is_file()}
         if not streams:
             raise MateffnetError(
                 f"{model_dir}: no model found (expected {CONFIG_FILE}, or rgb/{CONFIG_FILE} and/or flow/{CONFIG_FILE})"

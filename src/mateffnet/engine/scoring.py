@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mateffnet.config import DataConfig
+from mateffnet.config import MODALITIES, DataConfig
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.engine import distributed
 from mateffnet.engine.build import decodes_on_gpu, evaluation_items, make_eval_loader, resolve_precision
@@ -56,12 +56,9 @@ def collect_scores(model, loader, ctx: distributed.Distributed, precision: torch
             np.concatenate([p[2] for p in parts])[order])
 
 
-STREAMS = ("rgb", "flow")
-
-
 def fused_scores(scores: dict[str, np.ndarray], weights: tuple[float, float]) -> np.ndarray:
     """Weighted mean of the per-stream softmax scores present (MAT-EffNet: 1:1)."""
-    present = {name: torch.from_numpy(s) for name, s in scores.items() if name in STREAMS}
+    present = {name: torch.from_numpy(s) for name, s in scores.items() if name in MODALITIES}
     return fuse_probabilities(present, weights).numpy()
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mateffnet.errors import MateffnetError
+from mateffnet.errors import MateffnetError, error_line
 
 WARMUP_PASSES = 3  # eager passes on a side stream before capture, as PyTorch's CUDA-graph notes advise
 
@@ -123,8 +123,7 @@ class GraphedTrainStep(TrainStep):
             del graph
             return self._train_eagerly(len(clips), buffers, saved, rng)
         except RuntimeError as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise MateffnetError(f"capturing the training step as a CUDA graph failed ({first_line}); "
+            raise MateffnetError(f"capturing the training step as a CUDA graph failed ({error_line(error)}); "
                                  f"set train.cuda_graph=false to train eagerly") from error
         self.grads = [p.grad for p in self.parameters()]
         self.graph = graph

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mateffnet.errors import MateffnetError
+from mateffnet.errors import MateffnetError, error_line
 
 RAFT_MODELS = ("small", "large")
 
@@ -91,6 +91,6 @@ def _load_model(model: str, weights: str | None, device: str) -> torch.nn.Module
         except Exception as error:
             raise MateffnetError(
                 f"RAFT weights file {path} is not a RAFT-{model} state dict ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200]})"
+                f"{error_line(error)[:200]})"
             ) from None
     return net.eval().to(device)

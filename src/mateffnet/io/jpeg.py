@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from mateffnet.errors import MateffnetError
+from mateffnet.errors import MateffnetError, error_line
 
 Region = tuple[int, int, int, int]  # top, left, height, width
 
@@ -63,7 +63,7 @@ def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | to
             return decode_jpeg(list(blobs), mode=mode, device=device)
         return [decode_jpeg(blob, mode=mode) for blob in blobs]
     except RuntimeError as error:
-        raise MateffnetError(f"cannot decode a stored JPEG image ({str(error).splitlines()[0]})") from None
+        raise MateffnetError(f"cannot decode a stored JPEG image ({error_line(error)})") from None
 
 
 def decode_jpegs(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu",

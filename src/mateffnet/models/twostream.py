@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mateffnet.config import MODALITIES
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
 from mateffnet.models.streamnet import CONFIG_FILE, StreamNet
@@ -82,7 +83,7 @@ class TwoStreamNet(nn.Module):
             stream = StreamNet.from_pretrained(folder, map_location)
             return cls(**{stream.config.modality: stream}, weights=weights or (1.0, 1.0))
         streams = {name: StreamNet.from_pretrained(folder / name, map_location)
-                   for name in ("rgb", "flow") if (folder / name / CONFIG_FILE).is_file()}
+                   for name in MODALITIES if (folder / name / CONFIG_FILE).is_file()}
         if not streams:
             raise MateffnetError(f"{folder}: no stream found (expected rgb/{CONFIG_FILE} and/or flow/{CONFIG_FILE})")
         if weights is None:
@@ -95,7 +96,7 @@ class TwoStreamNet(nn.Module):
 
 def fuse_probabilities(probabilities: dict[str, torch.Tensor], weights: tuple[float, float]) -> torch.Tensor:
     """Weighted average of the "rgb" and/or "flow" softmax scores present in `probabilities`."""
-    present = [(probabilities[name], w) for name, w in zip(("rgb", "flow"), weights) if name in probabilities]
+    present = [(probabilities[name], w) for name, w in zip(MODALITIES, weights) if name in probabilities]
     total = sum(w for _, w in present)
     if total <= 0:
         raise MateffnetError(f"fusion weights {weights} give the present stream(s) no weight")

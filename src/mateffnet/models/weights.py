@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mateffnet.config import STEM_INIT_METHODS
-from mateffnet.errors import MateffnetError
+from mateffnet.errors import MateffnetError, error_line
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -40,9 +40,8 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MateffnetError(
-            f"{path}: refused to load (only plain tensors are accepted, nothing that runs code): {first_line}"
+            f"{path}: refused to load (only plain tensors are accepted, nothing that runs code): {error_line(error)}"
         ) from error
     return _unwrap_state_dict(checkpoint, path)
 
