@@ -142,6 +142,7 @@ def mean_motion(frames):
 
 
 def test_motion_classes_move_as_named_in_the_decoded_videos(small_dataset):
+    pytest.importorskip("cv2", reason="measures the motion with OpenCV's Farneback (mateffnet[opencv])")
     for index in range(2):
         motion = {name: mean_motion(read_video_frames(small_dataset.root / name / f"{name}_{index:03d}.mp4"))
                   for name in CLASS_NAMES}

