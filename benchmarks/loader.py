@@ -158,7 +158,7 @@ def _synthetic_videos(folder: Path) -> Path:
         path = folder / f"class{v % 3}" / f"video{v}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         frames = _moving_texture(v, 150, 240, 320).permute(0, 2, 3, 1).numpy()
-        with av.open(str(path), "w") as container:
+        with open_container(path, "w") as container:
             stream = container.add_stream("libx264", rate=25)
             stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
             for image in frames:

@@ -43,7 +43,7 @@ def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: in
         texture = torch.from_numpy(rng.integers(0, 256, (3, height * 2, width * 2), dtype=np.uint8)).float()[None]
         texture = torch.nn.functional.avg_pool2d(texture, 7, 1, 3)[0].permute(1, 2, 0).byte().numpy()
         vx, vy = rng.uniform(-4, 4, 2)
-        with av.open(str(path), "w") as container:
+        with open_container(path, "w") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for t in range(seconds * fps):

@@ -29,3 +29,23 @@ def square_frames():
 def real_clips(shared_data) -> dict[Path, int]:
     """{path of each real clip: its frame count}; skips without ../shared/data."""
     return {shared_data / "videos" / rel: count for rel, count in REAL_CLIPS.items()}
+
+
+@pytest.fixture
+def pyav19_open(monkeypatch):
+    """`av.open` as PyAV 19 has it, on any installed PyAV: the `metadata_errors` keyword is gone (a
+    TypeError, as PyAV 19 raises) and metadata that is not UTF-8 is decoded with `surrogateescape`."""
+    av = pytest.importorskip("av")
+    real_open, real_major = av.open, int(av.__version__.split(".")[0])
+
+    def open_19(file, mode=None, **options):
+        for removed in ("metadata_errors", "metadata_encoding"):
+            if removed in options:
+                raise TypeError(f"open() got an unexpected keyword argument '{removed}'")
+        if real_major < 19 and mode in (None, "r"):
+            options["metadata_errors"] = "surrogateescape"
+        return real_open(file, mode, **options)
+
+    monkeypatch.setattr(av, "open", open_19)
+    monkeypatch.setattr(av, "__version__", "19.0.2")
+    return open_19

@@ -363,8 +363,24 @@ def _run_demo(args) -> int:
                     epochs=args.epochs, progress=not args.no_progress)
 
 
+def _add_env(sub) -> None:
+    parser = sub.add_parser(
+        "env",
+        help="print the versions and code paths this machine uses (paste into a bug report)",
+        description="Versions of Python, mateffnet, torch (CUDA build, GPU), torchvision, timm, PyAV and its "
+        "FFmpeg, Triton, numpy, OpenCV, and what decoding, optical flow and JPEG run on here.",
+    )
+    parser.set_defaults(run=_run_env)
+
+
+def _run_env(args) -> int:
+    from mateffnet.commands.env import run_env
+
+    return run_env()
+
+
 _SUBCOMMANDS = [_add_demo, _add_prepare, _add_flow, _add_train, _add_evaluate, _add_reproduce, _add_predict, _add_explain,
-                _add_export]
+                _add_export, _add_env]
 
 
 def main(argv: list[str] | None = None) -> int:

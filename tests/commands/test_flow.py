@@ -30,6 +30,12 @@ def moving_video(tmp_path_factory):
     return path
 
 
+def test_the_flow_commands_reader_decodes_the_non_utf8_clip_under_pyav19s_open(shared_data, pyav19_open):
+    clip = shared_data / "videos/hmdb51/cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi"
+    frames = list(_decode_rgb(clip))
+    assert len(frames) == 83 and frames[0].shape == (240, 320, 3)
+
+
 def test_writes_tsn_named_jpegs_and_the_bound_and_resumes(moving_video, tmp_path):
     out = tmp_path / "flow"
     summary = write_flow_images(moving_video, out, method="tvl1", device="cpu", bound=10.0, batch_size=4,

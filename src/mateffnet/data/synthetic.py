@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mateffnet.io.decode import open_container
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
@@ -182,7 +183,7 @@ def write_video(path: str | Path, clip: np.ndarray, fps: int = 8, codec: str = "
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+        with open_container(tmp, mode="w", format="mp4") as container:
             stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height = clip.shape[2], clip.shape[1]
             stream.pix_fmt = "yuv420p"
@@ -207,7 +208,7 @@ def read_video_frames(path: str | Path) -> np.ndarray:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     except (av.error.FFmpegError, ValueError) as error:
         raise MateffnetError(f"{path}: cannot decode ({error})") from error

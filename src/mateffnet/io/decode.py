@@ -97,6 +97,19 @@ def _av():
     return av
 
 
+def open_container(path: str | os.PathLike, mode: str = "r", **options):
+    """`av.open(path, mode, **options)`: the one place the package opens PyAV containers.
+
+    Reading never fails on container or stream metadata that is not UTF-8 (HMDB51's AVIs): PyAV < 19
+    decodes it strictly unless told `metadata_errors="ignore"`; PyAV 19 removed that keyword and
+    always decodes metadata as UTF-8 with `surrogateescape` (undecodable bytes become lone surrogates).
+    """
+    av = _av()
+    if mode == "r" and int(av.__version__.split(".")[0]) < 19:
+        options.setdefault("metadata_errors", "ignore")
+    return av.open(str(path), mode, **options)
+
+
 class VideoReader:
     """An open video: `info`, the output `size` (width, height), and `frames()`/`chunks()` of RGB.
 
@@ -117,7 +130,7 @@ class VideoReader:
         except OSError as error:
             raise VideoDecodeError(path, "unreadable", error.strerror or str(error)) from None
         try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
+            self._container = open_container(self.path)
         except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
             raise VideoDecodeError(path, "unreadable", _one_line(error)) from None
         try:

@@ -3,16 +3,23 @@
 RGB frames are 3-channel JPEGs; each flow direction is a 1-channel (grayscale) JPEG of the
 quantised flow, as in TSN/mmaction2 rawframes, so packed files and rawframe folders hold the same
 bytes.
+
+The codecs are torchvision's (`torchvision.io.decode_jpeg` / `encode_jpeg`). torchvision 0.29
+deprecates them; where torchvision no longer has them, Pillow (its libjpeg-turbo) does the work on
+the CPU, and CUDA devices get the CPU-decoded images. Both decode a JPEG to the same pixels
+(tests/data/test_jpeg.py); encoded bytes may differ.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+import torchvision.io
+from PIL import Image
 
 from mateffnet.errors import MateffnetError, error_line
 
@@ -29,12 +36,36 @@ def encode_jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
         raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {tuple(images.shape)} {images.dtype}")
     if len(images) == 0:
         return []
+    encode_jpeg = getattr(torchvision.io, "encode_jpeg", None)
+    if encode_jpeg is None:
+        return [_pillow_encode(image, quality) for image in images.cpu()]
     if images.is_cuda and images.shape[1] == 3:
         encoded = encode_jpeg(list(images.contiguous()), quality=quality)
     else:
         with _one_cpu_thread():  # torchvision's CPU encoder is ~3x slower with intra-op threads
             encoded = encode_jpeg(list(images.cpu().contiguous()), quality=quality)
     return [bytes(blob.cpu().numpy()) for blob in encoded]
+
+
+def _pillow_encode(image: torch.Tensor, quality: int) -> bytes:
+    array = image.numpy()
+    picture = Image.fromarray(array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0)))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)  # 4:2:0 for RGB, as torchvision's encoder
+    return buffer.getvalue()
+
+
+def _pillow_decode(blob: torch.Tensor, gray: bool) -> torch.Tensor:
+    with Image.open(io.BytesIO(blob.numpy().tobytes()), formats=["JPEG"]) as picture:
+        array = np.array(picture.convert("L" if gray else "RGB"))
+    return torch.from_numpy(array[None] if gray else np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def jpeg_codec(device: str | torch.device = "cpu") -> str:
+    """Which codec decodes JPEGs on `device`: "nvjpeg", "torchvision" (libjpeg-turbo) or "pillow"."""
+    if getattr(torchvision.io, "decode_jpeg", None) is None:
+        return "pillow"
+    return "nvjpeg" if torch.device(device).type == "cuda" else "torchvision"
 
 
 @contextlib.contextmanager
@@ -56,13 +87,17 @@ def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | to
     differ); on the CPU one after the other."""
     if not blobs:
         return []
-    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
     device = torch.device(device)
+    decode_jpeg = getattr(torchvision.io, "decode_jpeg", None)
     try:
+        if decode_jpeg is None:
+            images = [_pillow_decode(blob, gray) for blob in blobs]
+            return images if device.type == "cpu" else [image.to(device) for image in images]
+        mode = torchvision.io.ImageReadMode.GRAY if gray else torchvision.io.ImageReadMode.RGB
         if device.type == "cuda":
             return decode_jpeg(list(blobs), mode=mode, device=device)
         return [decode_jpeg(blob, mode=mode) for blob in blobs]
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:
         raise MateffnetError(f"cannot decode a stored JPEG image ({error_line(error)})") from None
 
 

@@ -69,15 +69,59 @@ def _pretrained_state_dict(name: str, backbone: nn.Module, pretrained: str | Pat
 def _timm_imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     import timm
 
+    unavailable = _imagenet_weights_unavailable(name)
+    if unavailable:
+        raise _no_imagenet_weights(name, unavailable)
     try:
         model = timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
     except Exception as error:
-        raise MateffnetError(
-            f"could not get ImageNet weights for {name} through timm ({type(error).__name__}: no internet or no "
-            f"cached copy?); download them elsewhere and pass the file instead: pretrained='/path/{name}.safetensors' "
-            f"(command line: --set model.pretrained=/path/to/file)"
-        ) from error
+        raise _no_imagenet_weights(name, type(error).__name__) from error
     return model.state_dict()
+
+
+def _no_imagenet_weights(name: str, cause: str) -> MateffnetError:
+    return MateffnetError(
+        f"could not get ImageNet weights for {name} through timm ({cause}: no internet or no "
+        f"cached copy?); download them elsewhere and pass the file instead: pretrained='/path/{name}.safetensors' "
+        f"(command line: --set model.pretrained=/path/to/file)"
+    )
+
+
+def _imagenet_weights_unavailable(name: str) -> str | None:
+    """Why timm would not get `name`'s ImageNet weights, found in a few seconds; None when it may.
+
+    Without this, no network costs huggingface_hub's retries (about a minute per file it tries).
+    Weights already in the Hugging Face or torch hub cache are always available.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None  # timm says what is wrong
+    host = None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        if any(isinstance(try_to_load_from_cache(repo, file), str) for file in ("model.safetensors", "pytorch_model.bin")):
+            return None
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE:
+            return "HF_HUB_OFFLINE is set"
+        host = urlparse(constants.ENDPOINT).hostname
+    elif cfg.url:
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+            return None
+        host = urlparse(cfg.url).hostname
+    if host:
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+        except OSError:
+            return f"{host} unreachable"
+    return None
 
 
 def _load_backbone_state(
