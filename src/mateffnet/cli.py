@@ -75,9 +75,10 @@ def _add_prepare(sub) -> None:
     parser.add_argument("--rgb-quality", type=int, default=90, help="JPEG quality of RGB frames (default 90)")
     parser.add_argument("--flow-quality", type=int, default=95, help="JPEG quality of flow images (default 95)")
     parser.add_argument(
-        "--flow-codec", default="jpeg", choices=["jpeg", "lz4"],
-        help="how flow is stored: jpeg (default; compact, as TSN/mmaction2) or lz4 (lossless, ~3x the flow's bytes, "
-        "~3x cheaper to decode: for keeping a fast GPU fed with the flow stream)",
+        "--flow-codec", default="zstd-near", choices=["zstd-near", "zstd", "lz4", "jpeg"],
+        help="how flow is stored: zstd-near (default; smaller than JPEG, ~3x cheaper to decode, each value within 1 "
+        "of 255 of the quantised flow), zstd or lz4 (lossless, ~2x / ~3x JPEG's bytes, as cheap to decode), or jpeg "
+        "(TSN/mmaction2's rawframes; too slow to decode to keep a fast GPU fed with the flow stream)",
     )
     parser.add_argument(
         "--shard", metavar="I/N",

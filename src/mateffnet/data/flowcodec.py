@@ -1,31 +1,49 @@
-"""How quantised flow planes are stored: as grayscale JPEG (TSN/mmaction2, compact) or LZ4 (lossless, fast).
+"""How quantised flow planes are stored: near-lossless zstd (the default: compact and fast), lossless zstd
+or LZ4, or grayscale JPEG (TSN/mmaction2).
 
 Each flow field is two uint8 planes (x, y) of the TSN quantisation. A training clip of the flow
 stream reads 2·T·L planes (160 for T = 8, L = 10), so their decoding cost decides whether the
 loader keeps a GPU busy. On real TV-L1 flow at 341×256 (BENCHMARKS.md, "Data loading"):
 
-    codec        bytes per field (x + y)    planes decoded per second, one core    exact
-    jpeg (q95)   ~7 KiB                     ~5,400 (H100 host) – 6,300 (dev machine)    no (mean error ~0.06 of 255)
-    lz4          ~21 KiB                    ~17,500 – 18,200                            yes
+    codec        bytes per field (x + y)   decoding cost per plane    error (0-255 storage units)
+    zstd-near    below JPEG's                 about LZ4's                at most 1 (bound 20: 0.157 px); 128 exact
+    zstd         between JPEG's and LZ4's     about LZ4's                none
+    lz4          ~3x JPEG's                   ~1/3 of JPEG's             none
+    jpeg (q95)   ~7 KiB                       ~190 µs on one core        up to several units at motion edges
 
-"lz4" is an LZ4 block per plane (high-compression level `LZ4_LEVEL`), raw uint8 rows, no header:
-the plane size comes from the packed file's meta.
+(BENCHMARKS.md, "Flow codecs", has the measured numbers.) Every codec stores one blob per plane and
+needs no header of its own: the plane size comes from the packed file's meta.
+
+- "lz4": an LZ4 block (high-compression level `LZ4_LEVEL`) of the raw uint8 rows.
+- "zstd": a zstd frame (level `ZSTD_LEVEL`, content size in its header) of the raw uint8 rows.
+- "zstd-near": the same of the codes c = (q + 2) // 3 (0…85); decoding gives max(3c, 1) − 1, the
+  nearest of the levels 0, 2, 5, …, 128, …, 251, 254, so every value moves by at most 1 and zero flow
+  (128) stays exact. Flow is smooth, so 85 levels instead of 256 make the raw rows far more repetitive
+  for zstd; decoding is the zstd frame and one multiply.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+import zstandard
 
 from mateffnet.data.jpeg import Region, region_columns
 from mateffnet.errors import MateffnetError
 
-FLOW_CODECS = ("jpeg", "lz4")
+FLOW_CODECS = ("zstd-near", "zstd", "lz4", "jpeg")
+DEFAULT_FLOW_CODEC = "zstd-near"
 # LZ4-HC level: 4 encodes ~1.6 ms per field on one core (a 16-core machine keeps up with the GPU
 # TV-L1 of `prepare`); level 9 is 8 % smaller but 12x slower to encode, and decodes no faster.
 LZ4_LEVEL = 4
+# zstd level 6 encodes a 341x256 plane in well under a millisecond on one core and is ~15 % smaller
+# than levels 1-3; levels of 12 and more cost several ms per plane (too slow for `prepare`).
+ZSTD_LEVEL = 6
+NEAR_STEP = 3  # zstd-near's quantisation step, in storage units: the largest with an error of at most 1
+_threads = threading.local()  # zstd (de)compression contexts are not thread-safe: one per thread
 
 
 def check_flow_codec(codec: str) -> None:
@@ -43,9 +61,14 @@ def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: i
         from mateffnet.data.jpeg import encode_jpegs
 
         return encode_jpegs(planes.unsqueeze(1), quality)
+    array = planes.cpu().contiguous().numpy()
+    if codec in ("zstd", "zstd-near"):
+        if codec == "zstd-near":
+            array = near_codes(array)
+        compressor = _zstd_context("compressor", lambda: zstandard.ZstdCompressor(level=ZSTD_LEVEL))
+        return [compressor.compress(plane) for plane in array]
     import lz4.block
 
-    array = planes.cpu().contiguous().numpy()
     return [lz4.block.compress(plane, mode="high_compression", compression=LZ4_LEVEL, store_size=False) for plane in array]
 
 
@@ -59,13 +82,16 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
 
         planes = None if out is None else out.view(len(blobs), 1, *out.shape[-2:])
         return decode_jpegs(blobs, gray=True, region=region, mirror=mirror, out=planes)[:, 0]
-    import lz4.block
-
     top, left, rows, columns = region or (0, 0, height, width)
     if out is None:
         out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
     target = out.numpy().reshape(len(blobs), rows, columns)
     cols = region_columns(left, columns, mirror)
+    if codec in ("zstd", "zstd-near"):
+        _decode_zstd(blobs, codec, height, width, target, (slice(top, top + rows), cols))
+        return out.view(len(blobs), rows, columns)
+    import lz4.block
+
     try:
         for plane, blob in zip(target, blobs):
             whole = np.frombuffer(lz4.block.decompress(blob.numpy(), uncompressed_size=height * width), dtype=np.uint8)
@@ -73,3 +99,37 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
     except (lz4.block.LZ4BlockError, ValueError) as error:
         raise MateffnetError(f"cannot decode a stored LZ4 flow plane of {width}x{height} ({error})") from None
     return out.view(len(blobs), rows, columns)
+
+
+def near_codes(planes: np.ndarray) -> np.ndarray:
+    """uint8 values q → zstd-near's codes (q + 2) // 3, in 0…85."""
+    return ((planes.astype(np.uint16) + 2) // NEAR_STEP).astype(np.uint8)
+
+
+def _decode_zstd(blobs: Sequence[torch.Tensor], codec: str, height: int, width: int, target: np.ndarray,
+                 window: tuple[slice, slice]) -> None:
+    decompressor = _zstd_context("decompressor", zstandard.ZstdDecompressor)
+    name = "zstd-near" if codec == "zstd-near" else "zstd"
+    for plane, blob in zip(target, blobs):
+        try:
+            data = decompressor.decompress(blob.numpy(), max_output_size=height * width)
+        except zstandard.ZstdError as error:
+            raise MateffnetError(f"cannot decode a stored {name} flow plane of {width}x{height} ({error})") from None
+        if len(data) != height * width:
+            raise MateffnetError(f"cannot decode a stored {name} flow plane of {width}x{height} "
+                                 f"(it holds {len(data)} bytes, not {height * width})")
+        whole = np.frombuffer(data, dtype=np.uint8).reshape(height, width)[window]
+        if codec == "zstd":
+            np.copyto(plane, whole)
+        else:  # max(3c, 1) - 1, with the copy of the region in the multiply
+            np.multiply(whole, NEAR_STEP, out=plane)
+            np.maximum(plane, 1, out=plane)
+            plane -= 1
+
+
+def _zstd_context(kind: str, make):
+    context = getattr(_threads, kind, None)
+    if context is None:
+        context = make()
+        setattr(_threads, kind, context)
+    return context
