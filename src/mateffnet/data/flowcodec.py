@@ -6,8 +6,9 @@ stream reads 2·T·L planes (160 for T = 8, L = 10), so their decoding cost deci
 loader keeps a GPU busy. On real TV-L1 flow at 341×256 (BENCHMARKS.md, "Data loading"):
 
     codec        bytes per field (x + y)   decoding cost per plane    error (0-255 storage units)
-    zstd-near    below JPEG's                 about LZ4's                at most 1 (bound 20: 0.157 px); 128 exact
-    zstd         between JPEG's and LZ4's     about LZ4's                none
+    zstd-near    ~2/3 of JPEG's               about LZ4's                at most 1 (bound 20: 0.157 px); 128 exact
+    lz4-near     about JPEG's                 ~1/2 of LZ4's              the same
+    zstd         ~2x JPEG's                   about LZ4's                none
     lz4          ~3x JPEG's                   ~1/3 of JPEG's             none
     jpeg (q95)   ~7 KiB                       ~190 µs on one core        up to several units at motion edges
 
@@ -16,10 +17,10 @@ needs no header of its own: the plane size comes from the packed file's meta.
 
 - "lz4": an LZ4 block (high-compression level `LZ4_LEVEL`) of the raw uint8 rows.
 - "zstd": a zstd frame (level `ZSTD_LEVEL`, content size in its header) of the raw uint8 rows.
-- "zstd-near": the same of the codes c = (q + 2) // 3 (0…85); decoding gives max(3c, 1) − 1, the
-  nearest of the levels 0, 2, 5, …, 128, …, 251, 254, so every value moves by at most 1 and zero flow
-  (128) stays exact. Flow is smooth, so 85 levels instead of 256 make the raw rows far more repetitive
-  for zstd; decoding is the zstd frame and one multiply.
+- "zstd-near", "lz4-near": the same of the codes c = (q + 2) // 3 (0…85); decoding gives
+  max(3c, 1) − 1, the nearest of the 86 levels 0, 2, 5, …, 128, …, 251, 254, so every value moves by at
+  most 1 and zero flow (128) stays exact. Flow is smooth, so 86 levels instead of 256 make the rows far
+  more repetitive; decoding is the frame and one multiply.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import zstandard
 from mateffnet.data.jpeg import Region, region_columns
 from mateffnet.errors import MateffnetError
 
-FLOW_CODECS = ("zstd-near", "zstd", "lz4", "jpeg")
+FLOW_CODECS = ("zstd-near", "lz4-near", "zstd", "lz4", "jpeg")
+NEAR_CODECS = ("zstd-near", "lz4-near")
 DEFAULT_FLOW_CODEC = "zstd-near"
 # LZ4-HC level: 4 encodes ~1.6 ms per field on one core (a 16-core machine keeps up with the GPU
 # TV-L1 of `prepare`); level 9 is 8 % smaller but 12x slower to encode, and decodes no faster.
@@ -62,9 +64,9 @@ def encode_flow_planes(planes: torch.Tensor | np.ndarray, codec: str, quality: i
 
         return encode_jpegs(planes.unsqueeze(1), quality)
     array = planes.cpu().contiguous().numpy()
-    if codec in ("zstd", "zstd-near"):
-        if codec == "zstd-near":
-            array = near_codes(array)
+    if codec in NEAR_CODECS:
+        array = near_codes(array)
+    if codec.startswith("zstd"):
         compressor = _zstd_context("compressor", lambda: zstandard.ZstdCompressor(level=ZSTD_LEVEL))
         return [compressor.compress(plane) for plane in array]
     import lz4.block
@@ -86,45 +88,47 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
     if out is None:
         out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
     target = out.numpy().reshape(len(blobs), rows, columns)
-    cols = region_columns(left, columns, mirror)
-    if codec in ("zstd", "zstd-near"):
-        _decode_zstd(blobs, codec, height, width, target, (slice(top, top + rows), cols))
-        return out.view(len(blobs), rows, columns)
-    import lz4.block
-
-    try:
-        for plane, blob in zip(target, blobs):
-            whole = np.frombuffer(lz4.block.decompress(blob.numpy(), uncompressed_size=height * width), dtype=np.uint8)
-            np.copyto(plane, whole.reshape(height, width)[top : top + rows, cols])
-    except (lz4.block.LZ4BlockError, ValueError) as error:
-        raise MateffnetError(f"cannot decode a stored LZ4 flow plane of {width}x{height} ({error})") from None
-    return out.view(len(blobs), rows, columns)
+    window = (slice(top, top + rows), region_columns(left, columns, mirror))
+    near = codec in NEAR_CODECS
+    for plane, blob in zip(target, blobs):
+        whole = _decompress(blob, codec, height, width)[window]
+        if near:  # 3c, with the copy of the region in the multiply
+            np.multiply(whole, NEAR_STEP, out=plane)
+        else:
+            np.copyto(plane, whole)
+    out = out.view(len(blobs), rows, columns)
+    if near:
+        out.clamp_min_(1).sub_(1)  # max(3c, 1) - 1 (numpy's maximum with a scalar is not vectorised)
+    return out
 
 
 def near_codes(planes: np.ndarray) -> np.ndarray:
-    """uint8 values q → zstd-near's codes (q + 2) // 3, in 0…85."""
+    """uint8 values q → the near codecs' codes (q + 2) // 3, in 0…85."""
     return ((planes.astype(np.uint16) + 2) // NEAR_STEP).astype(np.uint8)
 
 
-def _decode_zstd(blobs: Sequence[torch.Tensor], codec: str, height: int, width: int, target: np.ndarray,
-                 window: tuple[slice, slice]) -> None:
-    decompressor = _zstd_context("decompressor", zstandard.ZstdDecompressor)
-    name = "zstd-near" if codec == "zstd-near" else "zstd"
-    for plane, blob in zip(target, blobs):
+def _decompress(blob: torch.Tensor, codec: str, height: int, width: int) -> np.ndarray:
+    """One stored plane → uint8 (height, width), or MateffnetError naming the codec and size."""
+    size = height * width
+    problem = None
+    if codec.startswith("zstd"):
         try:
-            data = decompressor.decompress(blob.numpy(), max_output_size=height * width)
+            data = _zstd_context("decompressor", zstandard.ZstdDecompressor).decompress(blob.numpy(), max_output_size=size)
         except zstandard.ZstdError as error:
-            raise MateffnetError(f"cannot decode a stored {name} flow plane of {width}x{height} ({error})") from None
-        if len(data) != height * width:
-            raise MateffnetError(f"cannot decode a stored {name} flow plane of {width}x{height} "
-                                 f"(it holds {len(data)} bytes, not {height * width})")
-        whole = np.frombuffer(data, dtype=np.uint8).reshape(height, width)[window]
-        if codec == "zstd":
-            np.copyto(plane, whole)
-        else:  # max(3c, 1) - 1, with the copy of the region in the multiply
-            np.multiply(whole, NEAR_STEP, out=plane)
-            np.maximum(plane, 1, out=plane)
-            plane -= 1
+            problem = str(error)
+    else:
+        import lz4.block
+
+        try:
+            data = lz4.block.decompress(blob.numpy(), uncompressed_size=size)
+        except (lz4.block.LZ4BlockError, ValueError) as error:
+            problem = str(error)
+    if problem is None and len(data) != size:
+        problem = f"it holds {len(data)} bytes, not {size}"
+    if problem is not None:
+        name = "LZ4" if codec == "lz4" else codec
+        raise MateffnetError(f"cannot decode a stored {name} flow plane of {width}x{height} ({problem})")
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width)
 
 
 def _zstd_context(kind: str, make):
