@@ -5,10 +5,10 @@
 
 Every row encodes the same planes (the exact TSN-quantised flow read from lossless stores, a sample of fields
 of every video) and decodes them as the loader does: a stack of 2L = 20 planes per call, only a 224×224 region,
-mirrored (`decode_flow_planes(..., region, mirror=True, out=...)`; the reference rows do the same with their
-library). Times are CPU time of this thread (`time.thread_time`, pinned to one core, one thread), the median
-of `--repeats` passes with the fastest and slowest pass: on a shared machine CPU time is steadier than wall
-time. "error" is against the exact planes, in storage units (0-255) and in pixels (× 2·bound/255).
+every other stack mirrored (`decode_flow_planes(..., region, mirror, out=...)`; the reference rows do the same
+with their library). Times are CPU time of this thread (`time.thread_time`, pinned to one core, one thread),
+the median of `--repeats` passes with the fastest and slowest pass, the codecs taking turns in each pass: on a
+shared machine CPU time is steadier than wall time. "error" is against the exact planes, in storage units (0-255) and in pixels (× 2·bound/255).
 Rows of optional libraries (OpenCV, imagecodecs) appear where they are installed. The last block projects
 the flow loader rate of the 16-core host from these per-core times (see `project`).
 """
@@ -50,7 +50,7 @@ PLANES_PER_CLIP = 160
 class Codec:
     name: str
     encode: Callable[[np.ndarray], list]  # uint8 (N, H, W) → blobs
-    decode: Callable[[list, int, int, tuple, np.ndarray], None]  # blobs, H, W, region → out (n, h, w), mirrored
+    decode: Callable[[list, int, int, tuple, bool, np.ndarray], None]  # blobs, H, W, region, mirror → out (n, h, w)
     note: str = ""
 
 
@@ -58,15 +58,15 @@ def ours(codec: str) -> Codec:
     def encode(planes):
         return [as_tensor(b) for b in encode_flow_planes(planes, codec, 95)]
 
-    def decode(blobs, h, w, region, out):
-        decode_flow_planes(blobs, codec, h, w, region, True, torch.from_numpy(out))
+    def decode(blobs, h, w, region, mirror, out):
+        decode_flow_planes(blobs, codec, h, w, region, mirror, torch.from_numpy(out))
 
     return Codec(codec, encode, decode)
 
 
-def _crop(whole: np.ndarray, region: tuple, out: np.ndarray) -> None:
+def _crop(whole: np.ndarray, region: tuple, mirror: bool, out: np.ndarray) -> None:
     top, left, rows, columns = region
-    np.copyto(out, whole[top : top + rows, region_columns(left, columns, True)])
+    np.copyto(out, whole[top : top + rows, region_columns(left, columns, mirror)])
 
 
 def reference_codecs() -> list[Codec]:
@@ -82,16 +82,16 @@ def reference_codecs() -> list[Codec]:
         def png_encode(planes):
             return [cv2.imencode(".png", p, [cv2.IMWRITE_PNG_COMPRESSION, 6])[1] for p in planes]
 
-        def png_decode(blobs, h, w, region, out):
+        def png_decode(blobs, h, w, region, mirror, out):
             for plane, blob in zip(out, blobs):
-                _crop(cv2.imdecode(blob, cv2.IMREAD_UNCHANGED), region, plane)
+                _crop(cv2.imdecode(blob, cv2.IMREAD_UNCHANGED), region, mirror, plane)
 
         codecs.append(Codec("png (OpenCV, level 6)", png_encode, png_decode, "lossless"))
 
-        def jpeg_half_decode(blobs, h, w, region, out):  # libjpeg's DCT scaling: decode at half size, upsample
+        def jpeg_half_decode(blobs, h, w, region, mirror, out):  # libjpeg's DCT scaling: decode at half size, upsample
             for plane, blob in zip(out, blobs):
                 small = cv2.imdecode(blob.numpy(), cv2.IMREAD_REDUCED_GRAYSCALE_2)
-                _crop(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), region, plane)
+                _crop(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), region, mirror, plane)
 
         codecs.append(Codec("jpeg q95 decoded at 1/2 scale + upsample (OpenCV)", ours("jpeg").encode, jpeg_half_decode,
                             "lossy"))
@@ -103,7 +103,7 @@ def reference_codecs() -> list[Codec]:
             return [compressor.compress(cv2.resize(p, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA))
                     for p in planes]
 
-        def half_decode(blobs, h, w, region, out):
+        def half_decode(blobs, h, w, region, mirror, out):
             hh, hw = (h + 1) // 2, (w + 1) // 2
             top, left, rows, columns = region
             s0, c0 = max(0, top // 2 - 1), max(0, left // 2 - 1)  # the half-size window with a 1-pixel margin
@@ -111,7 +111,7 @@ def reference_codecs() -> list[Codec]:
             for plane, blob in zip(out, blobs):
                 small = np.frombuffer(decompressor.decompress(blob), np.uint8).reshape(hh, hw)[s0:s1, c0:c1]
                 big = cv2.resize(small, (2 * (c1 - c0), 2 * (s1 - s0)), interpolation=cv2.INTER_LINEAR)
-                _crop(big, (top - 2 * s0, left - 2 * c0, rows, columns), plane)
+                _crop(big, (top - 2 * s0, left - 2 * c0, rows, columns), mirror, plane)
 
         codecs.append(Codec("half resolution, zstd 6, bilinear upsample (OpenCV)", half_encode, half_decode,
                             "lossy"))
@@ -133,10 +133,10 @@ def reference_codecs() -> list[Codec]:
             def encode(planes, enc=enc):
                 return [enc(np.ascontiguousarray(p)) for p in planes]
 
-            def decode(blobs, h, w, region, out, dec=dec):
+            def decode(blobs, h, w, region, mirror, out, dec=dec):
                 for plane, blob in zip(out, blobs):
                     image = dec(blob)
-                    _crop(image if image.ndim == 2 else image[..., 0], region, plane)
+                    _crop(image if image.ndim == 2 else image[..., 0], region, mirror, plane)
 
             if name.startswith("webp"):  # WebP has no grey images: the plane in all three channels
                 encode = (lambda planes, enc=enc: [imagecodecs.webp_encode(np.repeat(p[..., None], 3, 2), lossless=True,
@@ -188,32 +188,46 @@ def measure(codec: Codec, groups: list[np.ndarray], repeats: int, bound: float):
         whole = np.empty_like(planes[:STACK])
         for start in range(0, len(planes), STACK):
             part = blobs[start : start + STACK]
-            codec.decode(part, h, w, (0, 0, h, w), whole[: len(part)])
-            back = whole[: len(part), :, ::-1].astype(np.int16)
+            codec.decode(part, h, w, (0, 0, h, w), False, whole[: len(part)])
+            back = whole[: len(part)].astype(np.int16)
             diff = np.abs(back - planes[start : start + len(part)])
             errors.append(diff.astype(np.float64).sum())
             worst = max(worst, int(diff.max()))
     result["error_mean"] = sum(errors) / sum(p.size for p in groups)
     result["error_max"] = worst
     result["step_px"] = 2 * bound / 255
-    planes = max(groups, key=len)  # the most common plane size
-    h, w = planes.shape[1:]
-    if min(h, w) < CROP:
+    croppable = [g for g in groups if min(g.shape[1:]) >= CROP]
+    if not croppable:
         return result
+    planes = max(croppable, key=len)  # the most common plane size that holds a crop
+    h, w = planes.shape[1:]
     planes = planes[: max(STACK, len(planes) // STACK * STACK)]
     blobs = codec.encode(planes)
     region = ((h - CROP) // 2, (w - CROP) // 2 - 7, CROP, CROP)  # off-centre, as random crops are
+
+    def decode_all():  # every other stack mirrored, as training's random flips
+        for k, start in enumerate(range(0, len(blobs), STACK)):
+            part = blobs[start : start + STACK]
+            codec.decode(part, h, w, region, k % 2 == 1, out[: len(part)])
+
     out = np.empty((STACK, CROP, CROP), np.uint8)
-
-    def decode_all():
-        for start in range(0, len(blobs), STACK):
-            codec.decode(blobs[start : start + STACK], h, w, region, out[: len(blobs[start : start + STACK])])
-
     decode_all()  # warm caches and contexts
-    result["decode_us"] = tuple(t * 1e6 / len(blobs) for t in timed(decode_all, repeats))
+    result["decode_all"], result["planes"] = decode_all, len(blobs)
     result["encode_us"] = tuple(t * 1e6 / len(planes) for t in timed(lambda: codec.encode(planes), max(1, repeats // 2)))
     result["size"] = (h, w)
     return result
+
+
+def time_decoding(results: dict, repeats: int) -> None:
+    """decode_us = (median, min, max) µs per plane, the codecs taking turns in each pass so that the load of
+    a shared machine drifts over all of them alike."""
+    passes: dict[str, list[float]] = {name: [] for name, r in results.items() if "decode_all" in r}
+    for _ in range(repeats):
+        for name in passes:
+            r = results[name]
+            passes[name].append(timed(r["decode_all"], 1)[0] * 1e6 / r["planes"])
+    for name, times in passes.items():
+        results[name]["decode_us"] = (statistics.median(times), min(times), max(times))
 
 
 def host_model() -> tuple[float, float]:
@@ -264,12 +278,13 @@ def main() -> int:
     print(f"machine: {_machine()}; 1 core (pinned), 1 thread; torch {torch.__version__}")
     print(f"planes: {sum(len(g) for g in groups)} from {len(videos)} videos of {', '.join(map(str, stores))}; sizes "
           + ", ".join(f"{w}x{h}" for h, w in (g.shape[1:] for g in groups)))
-    codecs = [ours("jpeg"), ours("lz4"), ours("zstd"), ours("zstd-near"), *reference_codecs()]
+    codecs = [ours("jpeg"), ours("lz4"), ours("zstd"), ours("zstd-near"), ours("lz4-near"), *reference_codecs()]
     results = {}
     for codec in codecs:
         results[codec.name] = measure(codec, groups, args.repeats, args.bound)
+    time_decoding(results, args.repeats)
     jpeg, lz4 = results["jpeg"], results["lz4"]
-    print("\n| codec | bytes/field | × JPEG | × LZ4 | decode µs/plane (224² region, mirrored) | × JPEG's speed | × LZ4's time "
+    print("\n| codec | bytes/field | × JPEG | × LZ4 | decode µs/plane (224² region, half mirrored) | × JPEG's speed | × LZ4's time "
           "| encode µs/plane | error mean / max (0-255) | error mean / max (px) | projected loader clips/s (host, 11 workers) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     size = jpeg["size"]
@@ -287,7 +302,7 @@ def main() -> int:
         print(f"| {name} | {field:,.0f} | {field / (2 * jpeg['bytes'][size]):.2f} | {field / (2 * lz4['bytes'][size]):.2f} "
               f"| {timing}| {r['error_mean']:.3f} / {r['error_max']} | {r['error_mean'] * px:.4f} / {r['error_max'] * px:.2f} "
               f"| {'' if clips is None else f'{clips:.0f}'} |")
-    print(f"\n(bytes/field and timings at {size[1]}x{size[0]}, the most common size; error over every sampled plane)")
+    print(f"\n(bytes/field and timings at {size[1]}x{size[0]}, the most common size that holds a 224x224 crop; error over every sampled plane)")
 
     print("\nbytes per video (RGB JPEGs + flow; mean over the videos of each store) and for a dataset:")
     header = "| codec | " + " | ".join(f"{s.name} bytes/video" for s in stores) + " | × JPEG | " + " | ".join(

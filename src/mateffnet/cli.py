@@ -75,10 +75,10 @@ def _add_prepare(sub) -> None:
     parser.add_argument("--rgb-quality", type=int, default=90, help="JPEG quality of RGB frames (default 90)")
     parser.add_argument("--flow-quality", type=int, default=95, help="JPEG quality of flow images (default 95)")
     parser.add_argument(
-        "--flow-codec", default="zstd-near", choices=["zstd-near", "lz4-near", "zstd", "lz4", "jpeg"],
-        help="how flow is stored: zstd-near (default; ~2/3 of JPEG's bytes, ~3x cheaper to decode, every value within "
-        "1 of 255 of the quantised flow), lz4-near (the same values; about JPEG's bytes, cheaper still to decode), zstd "
-        "or lz4 (lossless; ~2x / ~3x JPEG's bytes), or jpeg (TSN/mmaction2's rawframes; too slow to decode to keep a "
+        "--flow-codec", default="lz4-near", choices=["lz4-near", "zstd-near", "lz4", "zstd", "jpeg"],
+        help="how flow is stored: lz4-near (default; about JPEG's bytes, decoded as fast as lz4, every value within 1 "
+        "of 255 of the quantised flow), zstd-near (the same values in ~2/3 of JPEG's bytes, slower to decode), lz4 or "
+        "zstd (lossless; ~3x / ~2x JPEG's bytes), or jpeg (TSN/mmaction2's rawframes; too slow to decode to keep a "
         "fast GPU fed with the flow stream)",
     )
     parser.add_argument(

@@ -1,5 +1,5 @@
-"""How quantised flow planes are stored: near-lossless zstd (the default: compact and fast), lossless zstd
-or LZ4, or grayscale JPEG (TSN/mmaction2).
+"""How quantised flow planes are stored: near-lossless LZ4 (the default: as compact as JPEG, as fast as LZ4)
+or zstd, lossless LZ4 or zstd, or grayscale JPEG (TSN/mmaction2).
 
 Each flow field is two uint8 planes (x, y) of the TSN quantisation. A training clip of the flow
 stream reads 2·T·L planes (160 for T = 8, L = 10), so their decoding cost decides whether the
@@ -32,12 +32,12 @@ import numpy as np
 import torch
 import zstandard
 
-from mateffnet.data.jpeg import Region, region_columns
+from mateffnet.data.jpeg import Region
 from mateffnet.errors import MateffnetError
 
-FLOW_CODECS = ("zstd-near", "lz4-near", "zstd", "lz4", "jpeg")
-NEAR_CODECS = ("zstd-near", "lz4-near")
-DEFAULT_FLOW_CODEC = "zstd-near"
+FLOW_CODECS = ("lz4-near", "zstd-near", "lz4", "zstd", "jpeg")
+NEAR_CODECS = ("lz4-near", "zstd-near")
+DEFAULT_FLOW_CODEC = "lz4-near"
 # LZ4-HC level: 4 encodes ~1.6 ms per field on one core (a 16-core machine keeps up with the GPU
 # TV-L1 of `prepare`); level 9 is 8 % smaller but 12x slower to encode, and decodes no faster.
 LZ4_LEVEL = 4
@@ -88,18 +88,31 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
     if out is None:
         out = torch.empty(len(blobs), rows, columns, dtype=torch.uint8)
     target = out.numpy().reshape(len(blobs), rows, columns)
-    window = (slice(top, top + rows), region_columns(left, columns, mirror))
     near = codec in NEAR_CODECS
     for plane, blob in zip(target, blobs):
-        whole = _decompress(blob, codec, height, width)[window]
-        if near:  # 3c, with the copy of the region in the multiply
-            np.multiply(whole, NEAR_STEP, out=plane)
-        else:
-            np.copyto(plane, whole)
+        whole = _decompress(blob, codec, height, width)
+        copy_region(plane, whole[top : top + rows, left : left + columns], mirror)
+        if near:
+            np.multiply(plane, NEAR_STEP, out=plane)
     out = out.view(len(blobs), rows, columns)
     if near:
         out.clamp_min_(1).sub_(1)  # max(3c, 1) - 1 (numpy's maximum with a scalar is not vectorised)
     return out
+
+
+def copy_region(target: np.ndarray, region: np.ndarray, mirror: bool) -> None:
+    """target[...] = region, mirrored left-right if `mirror` (both uint8 (rows, columns)).
+
+    numpy copies a reversed row byte by byte; for rows of whole 8-byte words it reverses the words
+    and swaps the bytes inside each, which is several times faster and gives the same bytes."""
+    if not mirror:
+        np.copyto(target, region)
+    elif region.shape[-1] % 8 == 0 and target.flags.c_contiguous and region.strides[-1] == 1:
+        words = target.view(np.uint64)
+        np.copyto(words, region.view(np.uint64)[:, ::-1])
+        words.byteswap(inplace=True)
+    else:
+        np.copyto(target, region[:, ::-1])
 
 
 def near_codes(planes: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ class PrepareOptions:
     max_frames: int | None = None  # keep only the first frames of each video (tests, previews)
     rgb_quality: int = 90
     flow_quality: int = 95
-    flow_codec: str = "zstd-near"  # how flow planes are stored: one of mateffnet.data.flowcodec.FLOW_CODECS
+    flow_codec: str = "lz4-near"  # how flow planes are stored: one of mateffnet.data.flowcodec.FLOW_CODECS
     flow_batch: int = 128  # frame pairs per compute_flow call
     chunk_frames: int = 64  # frames decoded and handed on at a time
     shard: tuple[int, int] | None = None  # (i, n): this process does every n-th video from i; None = torchrun's or (0, 1)
