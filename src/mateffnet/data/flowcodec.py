@@ -3,17 +3,17 @@ or zstd, lossless LZ4 or zstd, or grayscale JPEG (TSN/mmaction2).
 
 Each flow field is two uint8 planes (x, y) of the TSN quantisation. A training clip of the flow
 stream reads 2·T·L planes (160 for T = 8, L = 10), so their decoding cost decides whether the
-loader keeps a GPU busy. On real TV-L1 flow at 341×256 (BENCHMARKS.md, "Data loading"):
+loader keeps a GPU busy. Compared on the same quantised flow (BENCHMARKS.md, "Flow codecs"):
 
-    codec        bytes per field (x + y)   decoding cost per plane    error (0-255 storage units)
-    zstd-near    ~2/3 of JPEG's               about LZ4's                at most 1 (bound 20: 0.157 px); 128 exact
-    lz4-near     about JPEG's                 ~1/2 of LZ4's              the same
-    zstd         ~2x JPEG's                   about LZ4's                none
-    lz4          ~3x JPEG's                   ~1/3 of JPEG's             none
-    jpeg (q95)   ~7 KiB                       ~190 µs on one core        up to several units at motion edges
+    codec        bytes per field          decoding cost per plane    error (0-255 storage units)
+    lz4-near     about JPEG's             LZ4's or less              at most 1 (bound 20: 0.157 px); 128 exact
+    zstd-near    ~0.7 of JPEG's           ~1.2-1.8x LZ4's            the same
+    lz4          ~3x JPEG's               ~1/4-1/5 of JPEG's         none
+    zstd         ~2x JPEG's               ~2x LZ4's                  none
+    jpeg (q95)   (the reference)          ~4-5x lz4-near's           up to ~10 at motion edges
 
-(BENCHMARKS.md, "Flow codecs", has the measured numbers.) Every codec stores one blob per plane and
-needs no header of its own: the plane size comes from the packed file's meta.
+Every codec stores one blob per plane and needs no header of its own: the plane size comes from the
+packed file's meta.
 
 - "lz4": an LZ4 block (high-compression level `LZ4_LEVEL`) of the raw uint8 rows.
 - "zstd": a zstd frame (level `ZSTD_LEVEL`, content size in its header) of the raw uint8 rows.
@@ -41,7 +41,7 @@ DEFAULT_FLOW_CODEC = "lz4-near"
 # LZ4-HC level: 4 encodes ~1.6 ms per field on one core (a 16-core machine keeps up with the GPU
 # TV-L1 of `prepare`); level 9 is 8 % smaller but 12x slower to encode, and decodes no faster.
 LZ4_LEVEL = 4
-# zstd level 6 encodes a 341x256 plane in well under a millisecond on one core and is ~15 % smaller
+# zstd level 6 encodes a 341x256 plane in under a millisecond on one core and is ~15 % smaller
 # than levels 1-3; levels of 12 and more cost several ms per plane (too slow for `prepare`).
 ZSTD_LEVEL = 6
 NEAR_STEP = 3  # zstd-near's quantisation step, in storage units: the largest with an error of at most 1
