@@ -72,7 +72,7 @@ def test_lz4_flow_reads_back_exactly(tmp_path):
 def test_a_store_of_every_flow_codec_reads_back_within_its_error(tmp_path, codec):
     """JPEG and LZ4 stores written before zstd existed keep reading beside the new ones."""
     path = tmp_path / "v.mfv"
-    _, flow, _, blobs = _write_sample(path, flow_codec=codec)
+    _, flow, _, _ = _write_sample(path, flow_codec=codec)
     video = PackedVideo(path)
     assert video.flow_codec == codec
     stored, exact = video.read_flow(range(5)), quantize_flow(flow, 20.0)
@@ -84,7 +84,7 @@ def test_a_store_of_every_flow_codec_reads_back_within_its_error(tmp_path, codec
 
 def test_damaged_flow_bytes_get_an_error_naming_the_file(tmp_path):
     path = tmp_path / "v.mfv"
-    _, _, _, blobs = _write_sample(path, flow_codec="zstd-near")
+    _write_sample(path, flow_codec="zstd-near")
     video = PackedVideo(path)
     offset = int(video._index[video.num_frames + 2, 0])  # flow 1's x plane
     data = bytearray(path.read_bytes())
