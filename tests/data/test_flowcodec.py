@@ -65,8 +65,15 @@ def test_near_flow_is_within_0_157_px_at_bound_20_and_smaller_than_the_lossless_
     assert sum(map(len, blobs)) < sum(map(len, encode_flow_planes(planes, lossless)))
 
 
-def test_the_default_flow_codec_is_lz4_near():
-    assert DEFAULT_FLOW_CODEC == "lz4-near" and DEFAULT_FLOW_CODEC in FLOW_CODECS
+def test_the_default_flow_codec_is_lz4_near_in_prepare_and_its_command():
+    from mateffnet.cli import build_parser
+    from mateffnet.data.prepare import PrepareOptions
+
+    assert DEFAULT_FLOW_CODEC == "lz4-near" and PrepareOptions().flow_codec == DEFAULT_FLOW_CODEC
+    args = build_parser().parse_args(["prepare", "videos", "--out", "store"])
+    assert args.flow_codec == DEFAULT_FLOW_CODEC
+    for codec in FLOW_CODECS:  # the command offers every codec
+        assert build_parser().parse_args(["prepare", "videos", "--out", "store", "--flow-codec", codec]).flow_codec == codec
 
 
 @pytest.mark.parametrize("codec", FLOW_CODECS)

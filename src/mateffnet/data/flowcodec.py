@@ -44,7 +44,7 @@ LZ4_LEVEL = 4
 # zstd level 6 encodes a 341x256 plane in under a millisecond on one core and is ~15 % smaller
 # than levels 1-3; levels of 12 and more cost several ms per plane (too slow for `prepare`).
 ZSTD_LEVEL = 6
-NEAR_STEP = 3  # zstd-near's quantisation step, in storage units: the largest with an error of at most 1
+NEAR_STEP = 3  # the near codecs' quantisation step, in storage units: the largest with an error of at most 1
 _threads = threading.local()  # zstd (de)compression contexts are not thread-safe: one per thread
 
 
