@@ -5,14 +5,14 @@
 
 Builds its own stores: the real clips of ../shared/data/videos (synthetic videos when absent) are
 prepared at short side 256 with optical flow (TV-L1 on a GPU when available, else Farneback; or
---flow-method), once with flow as JPEG (the default) and once as LZ4 (`prepare --flow-codec lz4`);
+--flow-method), with flow as JPEG, as LZ4 and in the default codec (`prepare --flow-codec`);
 without PyAV, generated frames are packed directly. The JPEGs are also written as an mmaction2-style
 rawframes folder per video (one file per image) for the reference rows and the disk comparison.
 
 Rows (T=8 segments, batch 16, flow stacks of L=10, 224×224 crops, training sampling):
 - "packed, CPU decode": our VideoDataset + make_loader, workers decode (libjpeg-turbo) and crop, and
   on CUDA write the clips into make_loader's pinned ring buffer;
-- "packed, flow as LZ4, CPU decode": the same from the store with LZ4 flow (flow rows only);
+- "packed, flow as lz4 / lz4-near, CPU decode": the same from the stores of those flow codecs (flow rows only);
 - "rawframes, CPU decode": the same pipeline reading one file per image (the peers' layout);
 - "packed, GPU decode": workers ship JPEG bytes, the batch is decoded with nvJPEG and cropped on
   the GPU (CUDA only);
@@ -45,9 +45,10 @@ import torch
 from mateffnet.io.annotations import VideoItem, folders
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.data.loader import default_workers, make_loader
-from mateffnet.runtime import cpu_cores
-from mateffnet.prepare.job import PrepareOptions, prepare_videos
+from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC
 from mateffnet.io.store import PackedVideo, store_path
+from mateffnet.prepare.job import PrepareOptions, prepare_videos
+from mateffnet.runtime import cpu_cores
 
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io's move to TorchCodec
@@ -80,7 +81,8 @@ def main() -> int:
           f"frames prepared at short side {args.size}")
 
     items, report, flow_method = build_store(work, args.size, args.flow_method, device)
-    build_store(work, args.size, flow_method, device, flow_codec="lz4")
+    for codec in OTHER_FLOW_CODECS:
+        build_store(work, args.size, flow_method, device, flow_codec=codec)
     if report is None:
         print(f"store: {len(items)} synthetic videos packed directly (no PyAV here; flow: {flow_method}) in {work}")
     else:
@@ -98,9 +100,9 @@ def main() -> int:
         train = None if (not cuda or "train" in skip) else _train_rate(modality, args)
         rows.append((modality, f"packed, CPU decode ({workers} workers)",
                      _loader_rate(items, work / "store", modality, False, device, workers, args)))
-        if modality == "flow":
-            rows.append((modality, f"packed, flow as LZ4, CPU decode ({workers} workers)",
-                         _loader_rate(items, store_dir(work, "lz4"), modality, False, device, workers, args)))
+        for codec in OTHER_FLOW_CODECS if modality == "flow" else ():
+            rows.append((modality, f"packed, flow as {codec}, CPU decode ({workers} workers)",
+                         _loader_rate(items, store_dir(work, codec), modality, False, device, workers, args)))
         if "rawframes" not in skip:
             rows.append((modality, f"rawframes folders, CPU decode ({workers} workers)",
                          _loader_rate(items, work / "rawframes", modality, False, device, workers, args)))
@@ -125,6 +127,10 @@ def _machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}; {gpu}"
+
+
+# Flow codecs measured beside JPEG (which the "store" folder holds, with the RGB frames).
+OTHER_FLOW_CODECS = ("lz4", DEFAULT_FLOW_CODEC)
 
 
 def store_dir(work: Path, flow_codec: str = "jpeg") -> Path:
@@ -230,7 +236,6 @@ def _write_rawframes(store: Path, out: Path, items: list[VideoItem]) -> None:
 
 def _print_disk(work: Path, items: list[VideoItem]) -> None:
     packed = [store_path(work / "store", item.video_id) for item in items]
-    packed_lz4 = [store_path(store_dir(work, "lz4"), item.video_id) for item in items]
     folders_ = [work / "rawframes" / item.video_id for item in items]
     packed_apparent = sum(p.stat().st_size for p in packed)
     packed_allocated = sum(p.stat().st_blocks * 512 for p in packed)
@@ -244,9 +249,11 @@ def _print_disk(work: Path, items: list[VideoItem]) -> None:
     print(f"  {'packed (.mfv, one file)':<38} {1:>12} {packed_apparent / n:>14,.0f} {packed_allocated / n:>16,.0f}")
     print(f"  {'rawframes folder (one JPEG per image)':<38} {len(files) / n:>12.0f} {folder_apparent / n:>14,.0f} "
           f"{folder_allocated / n:>16,.0f}")
-    lz4_apparent = sum(p.stat().st_size for p in packed_lz4)
-    lz4_allocated = sum(p.stat().st_blocks * 512 for p in packed_lz4)
-    print(f"  {'packed, flow as LZ4 (lossless)':<38} {1:>12} {lz4_apparent / n:>14,.0f} {lz4_allocated / n:>16,.0f}")
+    for codec in OTHER_FLOW_CODECS:
+        others = [store_path(store_dir(work, codec), item.video_id) for item in items]
+        apparent = sum(p.stat().st_size for p in others)
+        allocated = sum(p.stat().st_blocks * 512 for p in others)
+        print(f"  {f'packed, flow as {codec}':<38} {1:>12} {apparent / n:>14,.0f} {allocated / n:>16,.0f}")
     print(f"  packed / folder allocated: {packed_allocated / folder_allocated:.3f}; "
           f"index + footer overhead {(packed_apparent - folder_apparent) / n:,.0f} bytes/video")
 
@@ -257,18 +264,18 @@ def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
     from mateffnet.io.jpeg import decode_jpeg_list
 
     video = PackedVideo(store_path(work / "store", items[0].video_id))
-    lz4_video = PackedVideo(store_path(store_dir(work, "lz4"), items[0].video_id))
     flow = video.flow_blobs(range(min(80, video.num_flows)))
-    lz4_flow = lz4_video.flow_blobs(range(min(80, video.num_flows)))
     rgb = video.rgb_jpegs(range(min(64, video.num_frames)))
     print(f"decode rate, {video.width}x{video.height} images (images/s):")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    decode_flow_planes(lz4_flow[:4], "lz4", video.height, video.width)
-    started = time.perf_counter()
-    decode_flow_planes(lz4_flow, "lz4", video.height, video.width)
-    print(f"  {'flow as LZ4':<17} CPU lz4, 1 core:           {len(lz4_flow) / (time.perf_counter() - started):9,.0f}")
-    torch.set_num_threads(threads)
+    for codec in OTHER_FLOW_CODECS:
+        other = PackedVideo(store_path(store_dir(work, codec), items[0].video_id)).flow_blobs(range(min(80, video.num_flows)))
+        torch.set_num_threads(1)
+        decode_flow_planes(other[:4], codec, video.height, video.width)
+        started = time.perf_counter()
+        decode_flow_planes(other, codec, video.height, video.width)
+        print(f"  {f'flow as {codec}':<17} CPU, 1 core:               {len(other) / (time.perf_counter() - started):9,.0f}")
+        torch.set_num_threads(threads)
     for name, blobs, gray in (("flow (1-channel)", flow, True), ("RGB", rgb, False)):
         torch.set_num_threads(1)
         decode_jpeg_list(blobs[:4], gray)

@@ -3,14 +3,15 @@
     python benchmarks/train_speed.py                 # on a CUDA machine
     python benchmarks/train_speed.py --streams flow --batch-sizes 16 64 --seconds 10
     python benchmarks/train_speed.py --steps graph eager --batch-sizes 16 --inputs cpu lz4
+    python benchmarks/train_speed.py --streams flow --inputs cpu lz4 zstd-near lz4-near
 
 For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10) and training step (the
 one `mateffnet train` runs: bf16 autocast, channels_last, SGD with clipping and a cosine schedule; its
 forward and backward replayed as a CUDA graph, or eager): clips/s and peak GPU memory with uint8
 batches already on the GPU, for batch 16 and doubling sizes up to the largest that fits; then the
 end-to-end rate with batches from the packed store (`VideoDataset` + `make_loader`: JPEGs decoded by
-CPU workers into the pinned ring buffer, or by nvJPEG on the GPU; for flow also the store with LZ4
-flow, decoded by CPU workers) at batch 16 and at the largest batch that leaves 15 % of the GPU memory
+CPU workers into the pinned ring buffer, or by nvJPEG on the GPU; for flow also stores with the other
+flow codecs, e.g. LZ4 and the default zstd-near, decoded by CPU workers) at batch 16 and at the largest batch that leaves 15 % of the GPU memory
 free (room for the loader's batches in flight), and its ratio to the synthetic rate (target ≥ 0.9: the
 GPU does not wait for data). A "graph → eager" row is a graph step that fell back to eager.
 The stores are built as benchmarks/loader.py builds them (the real clips of ../shared/data, prepared
@@ -34,7 +35,8 @@ from loader import _machine, build_store, forever, store_dir  # noqa: E402
 
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.data.dataset import VideoDataset  # noqa: E402
-from mateffnet.data.loader import default_workers, make_loader
+from mateffnet.data.loader import default_workers, make_loader  # noqa: E402
+from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.runtime import cpu_cores  # noqa: E402
 from mateffnet.engine.step import GraphedTrainStep, StepOptions, TrainStep, make_train_step  # noqa: E402
 from mateffnet.engine.build import make_optimizer  # noqa: E402
@@ -138,8 +140,10 @@ def main() -> int:
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
     parser.add_argument("--steps", nargs="+", default=["graph"], choices=["graph", "eager"],
                         help="training step: CUDA graph (what a run uses on one GPU) and/or eager")
-    parser.add_argument("--inputs", nargs="+", default=["cpu", "nvjpeg", "lz4"], choices=["cpu", "nvjpeg", "lz4"],
-                        help="end-to-end inputs: JPEG store decoded by CPU workers / by nvJPEG; LZ4 flow store")
+    parser.add_argument("--inputs", nargs="+", default=["cpu", "nvjpeg", "lz4", DEFAULT_FLOW_CODEC],
+                        choices=["cpu", "nvjpeg", *(c for c in FLOW_CODECS if c != "jpeg")],
+                        help="end-to-end inputs: JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other "
+                        "flow codecs (CPU workers)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
@@ -148,8 +152,9 @@ def main() -> int:
     work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
     print(f"machine: {_machine()}; {cpu_cores()} CPU cores; torch {torch.__version__}; {torch.cuda.get_device_name()}")
     items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
-    if "flow" in args.streams and "lz4" in args.inputs:
-        build_store(work, 256, flow_method, torch.device("cuda"), flow_codec="lz4")
+    codecs = [name for name in args.inputs if name in FLOW_CODECS] if "flow" in args.streams else []
+    for codec in codecs:
+        build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
     print(f"store: {len(items)} videos ({flow_method} flow) in {work}")
     print(f"EfficientNet-B0 MAT-EffNet, T={args.segments}, L={args.flow_length}, 224x224, bf16 autocast, channels_last, "
           "SGD + clipping + cosine schedule (the training step of `mateffnet train`)\n")
@@ -160,8 +165,9 @@ def main() -> int:
                   "nvjpeg": (work / "store", True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)",
                              args.gpu_workers)}
         if modality == "flow":
-            inputs["lz4"] = (store_dir(work, "lz4"), False, f"packed store, flow as LZ4, CPU decode ({workers} workers)",
-                             workers)
+            for codec in codecs:
+                inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec}, CPU decode ({workers} workers)",
+                                 workers)
         for step_kind in args.steps:
             graphed = step_kind == "graph"
             fits = {}

@@ -91,9 +91,11 @@ def _add_prepare(sub) -> None:
     parser.add_argument("--flow-quality", type=int, default=FLOW_QUALITY,
                         help=f"JPEG quality of flow images (default {FLOW_QUALITY})")
     parser.add_argument(
-        "--flow-codec", default="jpeg", choices=["jpeg", "lz4"],
-        help="how flow is stored: jpeg (default; compact, as TSN/mmaction2) or lz4 (lossless, ~3x the flow's bytes, "
-        "~3x cheaper to decode: for keeping a fast GPU fed with the flow stream)",
+        "--flow-codec", default="lz4-near", choices=["lz4-near", "zstd-near", "lz4", "zstd", "jpeg"],
+        help="how flow is stored: lz4-near (default; about JPEG's bytes, decoded as fast as lz4, every value within 1 "
+        "of 255 of the quantised flow), zstd-near (the same values in ~2/3 of JPEG's bytes, slower to decode), lz4 or "
+        "zstd (lossless; ~3x / ~2x JPEG's bytes), or jpeg (TSN/mmaction2's rawframes; too slow to decode to keep a "
+        "fast GPU fed with the flow stream)",
     )
     parser.add_argument(
         "--shard", metavar="I/N",

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from mateffnet.io.flowcodec import encode_flow_planes
+from mateffnet.io.flowcodec import FLOW_CODECS, encode_flow_planes
 from mateffnet.io.jpeg import decode_jpegs, encode_jpegs
 from mateffnet.io.store import PackedVideo, PackedVideoWriter, StoreError, store_path
 from mateffnet.flow import dequantize_flow, quantize_flow
@@ -66,6 +66,36 @@ def test_lz4_flow_reads_back_exactly(tmp_path):
     assert torch.equal(video.read_flow(range(5)), quantize_flow(flow, 20.0))
     _write_sample(tmp_path / "j.mfv")  # written without a codec key, as files before LZ4 existed
     assert PackedVideo(tmp_path / "j.mfv").flow_codec == "jpeg"
+
+
+@pytest.mark.parametrize("codec", FLOW_CODECS)
+def test_a_store_of_every_flow_codec_reads_back_within_its_error(tmp_path, codec):
+    """JPEG and LZ4 stores written before zstd existed keep reading beside the new ones."""
+    path = tmp_path / "v.mfv"
+    _, flow, _, _ = _write_sample(path, flow_codec=codec)
+    video = PackedVideo(path)
+    assert video.flow_codec == codec
+    stored, exact = video.read_flow(range(5)), quantize_flow(flow, 20.0)
+    error = (stored.int() - exact.int()).abs()
+    assert error.max() <= {"zstd": 0, "lz4": 0, "zstd-near": 1, "lz4-near": 1, "jpeg": 8}[codec]
+    crop = video.read_flow([3, 1], region=(4, 6, 20, 30), mirror=True)
+    assert torch.equal(crop, stored[[3, 1], :, 4:24, 6:36].flip(-1))
+
+
+def test_damaged_flow_bytes_get_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "v.mfv"
+    _write_sample(path, flow_codec="zstd-near")
+    video = PackedVideo(path)
+    offset = int(video._index[video.num_frames + 2, 0])  # flow 1's x plane
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 8] = b"\xff" * 8  # its zstd frame header
+    path.write_bytes(bytes(data))
+    damaged = PackedVideo(path)  # the index is intact: opening still works
+    with pytest.raises(StoreError, match=r"v\.mfv: bad packed video file: cannot decode a stored zstd-near flow plane of 56x40"):
+        damaged.read_flow([1])
+    assert damaged.read_flow([0]).shape == (1, 2, 40, 56)  # the other flows still read
+    with pytest.raises(StoreError, match="checksum of the images does not match"):
+        damaged.verify(deep=True)
 
 
 def test_a_flow_codec_this_version_cannot_read_is_named(tmp_path):

@@ -110,8 +110,26 @@ def test_lz4_flow_is_stored_exactly(tmp_path, shared_data):
     decoded = torch.from_numpy(read_video(source, size=64, max_frames=8)[0]).permute(0, 3, 1, 2)
     expected = quantize_flow(compute_flow(decoded[:-1], decoded[1:], method="farneback"), 20.0)
     assert torch.equal(video.read_flow(range(7)), expected)
-    with pytest.raises(MateffnetError, match=r"prepared with other settings \(flow_codec='lz4'→'jpeg', flow_quality=None→95\)"):
+    with pytest.raises(MateffnetError, match=r"prepared with other settings \(flow_codec='lz4'→'lz4-near'\)"):
         prepare_dataset(source.parent, store, "list", listing, options=_options(max_frames=8), progress=False)
+
+
+def test_new_stores_hold_lz4_near_flow_and_a_jpeg_store_refuses_to_mix_codecs(tmp_path, shared_data):
+    source = shared_data / "videos/ucf101/Archery/v_Archery_g01_c01.avi"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{source} 0\n")
+    new, old = tmp_path / "new", tmp_path / "old"
+    prepare_dataset(source.parent, new, "list", listing, options=_options(max_frames=6), progress=False)
+    video = PackedVideo(new / "v_Archery_g01_c01.mfv")
+    assert video.flow_codec == "lz4-near" and video.meta["settings"]["flow_codec"] == "lz4-near"
+    decoded = torch.from_numpy(read_video(source, size=64, max_frames=6)[0]).permute(0, 3, 1, 2)
+    exact = quantize_flow(compute_flow(decoded[:-1], decoded[1:], method="farneback"), 20.0)
+    assert (video.read_flow(range(5)).int() - exact.int()).abs().max() <= 1
+    prepare_dataset(source.parent, old, "list", listing, options=_options(max_frames=6, flow_codec="jpeg"), progress=False)
+    with pytest.raises(MateffnetError, match=r"prepared with other settings \(flow_codec='jpeg'→'lz4-near', "
+                                             r"flow_quality=95→None\); use another --out"):
+        prepare_dataset(source.parent, old, "list", listing, options=_options(max_frames=6), progress=False)
+    assert PackedVideo(old / "v_Archery_g01_c01.mfv").flow_codec == "jpeg"  # nothing already done is lost
 
 
 def test_bad_and_missing_videos_are_reported_and_good_ones_kept(tmp_path, shared_data, capsys):

@@ -7,7 +7,7 @@ bytes.
 The codecs are torchvision's (`torchvision.io.decode_jpeg` / `encode_jpeg`). torchvision 0.29
 deprecates them; where torchvision no longer has them, Pillow (its libjpeg-turbo) does the work on
 the CPU, and CUDA devices get the CPU-decoded images. Both decode a JPEG to the same pixels
-(tests/data/test_jpeg.py); encoded bytes may differ.
+(tests/io/test_jpeg.py); encoded bytes may differ.
 """
 
 from __future__ import annotations

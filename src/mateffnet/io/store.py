@@ -14,7 +14,7 @@ Layout (integers little-endian)::
 
 Flow k goes from frame k to frame k+1 (0-based), so a video of N frames has N-1 flows. Flow images
 are the TSN quantisation of each direction, q = round(255·(v+bound)/(2·bound)), stored in the codec
-that meta["flow"]["codec"] names: grayscale JPEG (the default) or LZ4 (`mateffnet.io.flowcodec`).
+that meta["flow"]["codec"] names (`mateffnet.io.flowcodec`; files without the key hold JPEG).
 
 Opening a file checks the magic, the footer, that the sizes add up to the file size and the
 checksum of meta+index, so a half-written or truncated file is rejected; `verify(deep=True)` also
@@ -247,8 +247,11 @@ class PackedVideo:
                   out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (n, 2, H, W) quantised flows (channel 0 = x, 1 = y), or a region of them as in `read_rgb`
         (mirroring moves pixels only: the x values are not negated here); see `mateffnet.flow.dequantize_flow`."""
-        planes = decode_flow_planes(self.flow_blobs(flows), self.flow_codec or "jpeg", self.height, self.width,
-                                    region, mirror, out)
+        try:
+            planes = decode_flow_planes(self.flow_blobs(flows), self.flow_codec or "jpeg", self.height, self.width,
+                                        region, mirror, out)
+        except MateffnetError as error:
+            raise StoreError(self.path, str(error)) from None
         return planes.view(-1, 2, *planes.shape[-2:])
 
     def _checked(self, i: int, count: int, what: str) -> int:

@@ -7,7 +7,7 @@ import dataclasses
 from mateffnet.config import DEFAULT_BOUND, FLOW_METHODS, FLOW_QUALITY, RGB_QUALITY, TVL1_SCHEDULES
 from mateffnet.errors import MateffnetError
 from mateffnet.io.decode import Size
-from mateffnet.io.flowcodec import check_flow_codec
+from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, check_flow_codec
 
 CPU_ONLY_FLOW_METHODS = {"farneback"}
 
@@ -23,7 +23,7 @@ class PrepareOptions:
     max_frames: int | None = None  # keep only the first frames of each video (tests, previews)
     rgb_quality: int = RGB_QUALITY
     flow_quality: int = FLOW_QUALITY
-    flow_codec: str = "jpeg"  # how flow planes are stored: jpeg (compact, TSN) or lz4 (lossless, ~3x cheaper to decode)
+    flow_codec: str = DEFAULT_FLOW_CODEC  # how flow planes are stored: one of mateffnet.io.flowcodec.FLOW_CODECS
     flow_batch: int = 128  # frame pairs per compute_flow call
     chunk_frames: int = 64  # frames decoded and handed on at a time
     shard: tuple[int, int] | None = None  # (i, n): this process does every n-th video from i; None = torchrun's or (0, 1)
