@@ -12,8 +12,8 @@ schedule) as
             torch.compile + the forward/backward replayed as one CUDA graph
   eager     no compile, no graph (train.compile=false train.cuda_graph=false)
   graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
-  ddp       the default step wrapped in DistributedDataParallel with one process (NCCL): what each
-            process of `torchrun` runs (batch 32 only)
+  ddp       the step of each `torchrun` process: DistributedDataParallel (one process, NCCL) compiled,
+            no graph (batch 32 only)
 beside two peer rows: plain timm `efficientnet_b0`, per-frame training at the same number of frames
 per step (batch × T frames, 3 or 2L channels, float input normalised on the GPU, channels_last, bf16
 autocast, SGD with momentum and weight decay, cross-entropy), eager and under `torch.compile`.
@@ -61,15 +61,28 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     cuda = torch.device("cuda")
-    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16))
+    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16, kind == "ddp"))
     compiled = kind in ("default", "ddp") and use_compile(tc.compile, cuda, tc.deterministic)
     net = model
     if kind == "ddp":
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0], gradient_as_bucket_view=True)
-    return make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0])  # as distributed.wrap_model builds it
+    step = make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled)
+    if compiled and args.compile_once:
+        step.forward = batch_dynamic(step.forward)
+    return step
 
 
-def make_peer(channels: int, compiled: bool):
+def batch_dynamic(compiled):
+    """`compiled` called with its input's first dimension (the batch) marked dynamic: one compilation serves every
+    batch size of a run (--compile-once), for our step and the peer alike."""
+    def forward(batch):
+        torch._dynamo.maybe_mark_dynamic(batch, 0)
+        return compiled(batch)
+
+    return forward
+
+
+def make_peer(channels: int, compiled: bool, compile_once: bool = False):
     """Plain timm per-frame training, the loop a user writes: step(frames, labels) → loss."""
     import timm
 
@@ -78,6 +91,8 @@ def make_peer(channels: int, compiled: bool):
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     forward = torch.compile(model) if compiled else model
+    if compiled and compile_once:
+        forward = batch_dynamic(forward)
 
     def step(frames, labels):
         optimizer.zero_grad(set_to_none=True)
@@ -119,7 +134,7 @@ def synthetic(what: str, modality: str, batch: int, args):
     step = None
     try:
         if what in PEERS:
-            step = make_peer(channels, compiled=what == "timm compiled")
+            step = make_peer(channels, compiled=what == "timm compiled", compile_once=args.compile_once)
             frames = torch.randn(batch * args.segments, channels, 224, 224, device="cuda")
             inputs = (frames.contiguous(memory_format=torch.channels_last),
                       torch.randint(0, 101, (batch * args.segments,), device="cuda"))
@@ -128,13 +143,15 @@ def synthetic(what: str, modality: str, batch: int, args):
             step = make_step(modality, args, what)
             inputs = (torch.randint(0, 256, (batch, args.segments, channels, 224, 224), dtype=torch.uint8, device="cuda"),
                       torch.randint(0, 101, (batch,), device="cuda"))
-        rate, first = measure(step, repeat(*inputs), args.seconds)
+        rate, first = measure(step, repeat(*inputs), args.seconds, args.warmup)
         if what not in PEERS:
             used = step.kind
         peak = torch.cuda.max_memory_allocated() / 2**30
         return rate * batch, peak, first, used
     except torch.OutOfMemoryError:
         return None
+    except Exception as error:  # noqa: BLE001 - a peer row that breaks must not end the table
+        return 0.0, 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}"
     finally:
         del step
         inputs = None
@@ -143,12 +160,16 @@ def synthetic(what: str, modality: str, batch: int, args):
         torch.cuda.empty_cache()
 
 
-EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled + CUDA graph"}
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+
+
+EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled"}
 
 
 def label(what: str, used: str) -> str:
     if what in PEERS:
-        return what
+        return what if not used.startswith("failed") else f"{what} ({used})"
     name = what if what != "ddp" else "default, DDP 1 process"
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
@@ -204,9 +225,13 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256],
                         help="clips per step; a size that does not fit ends the list")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
+    parser.add_argument("--warmup", type=int, default=5, help="steps after the first one before measuring")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--flow-length", type=int, default=10)
     parser.add_argument("--steps", nargs="+", default=list(STEP_KINDS) + list(PEERS), choices=list(STEP_KINDS) + list(PEERS))
+    parser.add_argument("--compile-once", action="store_true",
+                        help="compile each model once for all batch sizes (batch dimension dynamic, ours and the peer "
+                             "alike) instead of once per batch size as `mateffnet train` does for its one batch shape")
     parser.add_argument("--inputs", nargs="*", default=[], choices=["cpu", "nvjpeg", "lz4"],
                         help="end-to-end rows: JPEG store decoded by CPU workers / by nvJPEG; LZ4 flow store")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
@@ -223,7 +248,8 @@ def main() -> int:
         torch.cuda.set_device(0)
         torch.distributed.init_process_group("nccl", rank=0, world_size=1)
     print(f"machine: {torch.cuda.get_device_name()}; {os.cpu_count()} CPU cores; torch {torch.__version__}; "
-          f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}")
+          f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}; "
+          f"{'one compilation per model (dynamic batch)' if args.compile_once else 'one compilation per batch size'}")
     print(f"EfficientNet-B0 MAT-EffNet, T={args.segments}, L={args.flow_length}, 224x224, bf16 autocast, channels_last, "
           "SGD + clipping + cosine schedule; synthetic uint8 batches on the GPU\n")
     print("| stream | step | batch (clips) | input | clips/s | frames/s | peak GPU memory (GiB) | first step (s) | ÷ best peer |")
@@ -245,7 +271,7 @@ def main() -> int:
                     peers.append(rate)
                 elif what == "default":
                     fits[batch] = (rate, peak)
-                ratio = f"{rate / max(peers):.2f}" if peers else ""
+                ratio = f"{rate / max(peers):.2f}" if peers and max(peers) > 0 else ""
                 print(f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | {rate * args.segments:.0f} | "
                       f"{peak:.1f} | {first:.1f} | {ratio} |", flush=True)
             if not fitted:

@@ -192,9 +192,11 @@ class GraphedTrainStep(TrainStep):
                 self.static_loss = self.forward_backward(self.static_clips, self.static_labels)
         except torch.OutOfMemoryError:
             del graph
+            _end_rng_capture()
             return self._without_graph(undo, f"no GPU memory for a CUDA graph of the training step at batch {len(clips)}")
         except RuntimeError as error:
             del graph
+            _end_rng_capture()
             return self._without_graph(undo, f"capturing the training step as a CUDA graph failed ({_first_line(error)})")
         self.grads = [p.grad for p in self.parameters()]
         self.graph = graph
@@ -237,6 +239,16 @@ class _Undo:
         return False
 
 
+def _end_rng_capture() -> None:
+    """A capture that failed leaves the CUDA generator marked as capturing (it raises at the next dropout):
+    give it a fresh copy of its state, which is not; _Undo.restore() then resets its seed and offset."""
+    generator = torch.cuda.default_generators[torch.cuda.current_device()]
+    try:
+        generator.graphsafe_set_state(generator.clone_state())
+    except (AttributeError, RuntimeError):  # a PyTorch without graph-safe generator states
+        pass
+
+
 def _uses_ddp(net: torch.nn.Module) -> bool:
     return isinstance(net, torch.nn.parallel.DistributedDataParallel)
 
@@ -263,10 +275,14 @@ def use_compile(setting: bool | str, device: torch.device, deterministic: bool) 
     return bool(setting)
 
 
-def use_cuda_graph(setting: bool | None, device: torch.device, precision: torch.dtype) -> bool:
-    """train.cuda_graph: null → on CUDA whenever the step can be captured; true where it cannot → error."""
+def use_cuda_graph(setting: bool | None, device: torch.device, precision: torch.dtype, distributed: bool) -> bool:
+    """train.cuda_graph: null → on CUDA whenever the step can be captured; true where it cannot → error.
+
+    Under DDP the step is compiled but not captured: DDP's reducer keeps gradient-accumulator nodes made
+    on the stream it was built on, and capturing its backward failed on the H200 (BENCHMARKS.md)."""
     obstacles = [reason for reason, present in (
         ("train.device cuda", device.type != "cuda"),
+        ("one process (not DDP)", distributed),
         ("train.precision other than fp16 (its gradient scaler syncs with the host)", precision == torch.float16),
     ) if present]
     if setting is None:
