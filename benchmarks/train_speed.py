@@ -19,8 +19,14 @@ per step (batch × T frames, 3 or 2L channels, float input normalised on the GPU
 autocast, SGD with momentum and weight decay, cross-entropy), eager and under `torch.compile`.
 Columns: clips/s, frames/s (= clips/s × T), peak GPU memory, the first step's wall time (compiling,
 capturing, autotuning: with a warm inductor cache, TORCHINDUCTOR_CACHE_DIR, a second run compiles
-faster) and the ratio to the better peer row at the same batch. A "graph → compiled" row is a step
-that fell back (its note is on stderr).
+faster) and the ratio to the better peer row at the same batch. A row whose step fell back says which
+step ran, e.g. "default (compiled)" (its note is on stderr).
+
+Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold inductor cache (BENCHMARKS.md),
+so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
+that share one TORCHINDUCTOR_CACHE_DIR. --compile-once compiles once per model for all batch sizes
+(dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
+for `mateffnet train`, which compiles its one static batch shape.
 
 `--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
 ../shared/data prepared as benchmarks/loader.py does; needs PyAV) at batch 16 and at the largest batch
@@ -257,13 +263,13 @@ def main() -> int:
     for modality in args.streams:
         fits = {}
         for batch in args.batch_sizes:
-            peers, fitted = [], False
+            peers, rows, fitted = [], [], False
             for what in [w for w in PEERS + STEP_KINDS if w in args.steps]:
                 if what == "ddp" and batch != DDP_BATCH:
                     continue
                 result = synthetic(what, modality, batch, args)
                 if result is None:
-                    print(f"| {modality} | {what} | {batch} | synthetic | out of memory | | | | |", flush=True)
+                    rows.append((f"| {modality} | {what} | {batch} | synthetic | out of memory | | | |", None))
                     continue
                 fitted = True
                 rate, peak, first, used = result
@@ -271,9 +277,12 @@ def main() -> int:
                     peers.append(rate)
                 elif what == "default":
                     fits[batch] = (rate, peak)
-                ratio = f"{rate / max(peers):.2f}" if peers and max(peers) > 0 else ""
-                print(f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | {rate * args.segments:.0f} | "
-                      f"{peak:.1f} | {first:.1f} | {ratio} |", flush=True)
+                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | "
+                             f"{rate * args.segments:.0f} | {peak:.1f} | {first:.1f} |", rate))
+                print(f"measured: {rows[-1][0]}", file=sys.stderr, flush=True)  # progress, in case the run is cut
+            best = max(peers, default=0.0)
+            for text, rate in rows:  # ratios once every peer row of this batch is in
+                print(f"{text} {f'{rate / best:.2f}' if rate and best else ''} |", flush=True)
             if not fitted:
                 break
         if args.inputs and fits:
