@@ -3,7 +3,7 @@
 `TrainStep` runs it eagerly, or with the forward pass (and through AOTAutograd the backward pass) compiled
 by `torch.compile`. `GraphedTrainStep` captures the forward and backward passes of the first batch, eager
 or compiled, as one CUDA graph and replays that graph for every later batch of the same shape: an
-EfficientNet-B0 step is about 3,300 ATen operations (a few hundred kernels once compiled), mostly small,
+EfficientNet-B0 step is about 3,300 ATen operations (fewer, fused kernels once compiled), mostly small,
 and issuing them one by one from Python can take longer than the GPU takes to run them. Clipping, the
 optimiser and the schedule stay eager (a handful of fused launches), so they behave exactly as in the
 eager step.
