@@ -1,21 +1,37 @@
-"""Training speed of one stream: packed data → loss.backward, beside the same model fed synthetic tensors.
+"""Training speed of one stream: the default step beside the eager and graph-only steps and plain timm.
 
-    python benchmarks/train_speed.py                 # on a CUDA machine
+    python benchmarks/train_speed.py                              # on a CUDA machine
     python benchmarks/train_speed.py --streams flow --batch-sizes 16 64 --seconds 10
-    python benchmarks/train_speed.py --steps graph eager --batch-sizes 16 --inputs cpu lz4
-    python benchmarks/train_speed.py --streams flow --inputs cpu lz4 zstd-near lz4-near
+    python benchmarks/train_speed.py --steps default eager --batch-sizes 16 --inputs cpu lz4
+    python benchmarks/train_speed.py --streams flow --inputs cpu lz4 lz4-near zstd-near
 
-For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10) and training step (the
-one `mateffnet train` runs: bf16 autocast, channels_last, SGD with clipping and a cosine schedule; its
-forward and backward replayed as a CUDA graph, or eager): clips/s and peak GPU memory with uint8
-batches already on the GPU, for batch 16 and doubling sizes up to the largest that fits; then the
-end-to-end rate with batches from the packed store (`VideoDataset` + `make_loader`: JPEGs decoded by
-CPU workers into the pinned ring buffer, or by nvJPEG on the GPU; for flow also stores with the other
-flow codecs, e.g. LZ4 and the default zstd-near, decoded by CPU workers) at batch 16 and at the largest batch that leaves 15 % of the GPU memory
-free (room for the loader's batches in flight), and its ratio to the synthetic rate (target ≥ 0.9: the
-GPU does not wait for data). A "graph → eager" row is a graph step that fell back to eager.
-The stores are built as benchmarks/loader.py builds them (the real clips of ../shared/data, prepared
-with TV-L1 flow at short side 256).
+For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10) and batch size (clips),
+with the same uint8 batch on the GPU every step (synthetic: no loader), the training step of
+`mateffnet train` (bf16 autocast, channels_last, SGD with momentum, weight decay, clipping and a cosine
+schedule) as
+  default   what `mateffnet train` picks on one GPU (train.compile auto, train.cuda_graph null):
+            torch.compile + the forward/backward replayed as one CUDA graph
+  eager     no compile, no graph (train.compile=false train.cuda_graph=false)
+  graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
+  ddp       the step of each `torchrun` process: DistributedDataParallel (one process, NCCL) compiled,
+            no graph (batch 32 only)
+beside two peer rows: plain timm `efficientnet_b0`, per-frame training at the same number of frames
+per step (batch × T frames, 3 or 2L channels, float input normalised on the GPU, channels_last, bf16
+autocast, SGD with momentum and weight decay, cross-entropy), eager and under `torch.compile`.
+Columns: clips/s, frames/s (= clips/s × T), peak GPU memory, the first step's wall time (compiling,
+capturing, autotuning: with a warm inductor cache, TORCHINDUCTOR_CACHE_DIR, a second run compiles
+faster) and the ratio to the better peer row at the same batch. A row whose step fell back says which
+step ran, e.g. "default (compiled)" (its note is on stderr).
+
+Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold inductor cache (BENCHMARKS.md),
+so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
+that share one TORCHINDUCTOR_CACHE_DIR. --compile-once compiles once per model for all batch sizes
+(dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
+for `mateffnet train`, which compiles its one static batch shape.
+
+`--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
+../shared/data prepared as benchmarks/loader.py does; needs PyAV) at batch 16 and at the largest batch
+that leaves 15 % of the GPU memory free, with their ratio to the synthetic rate (target ≥ 0.9).
 """
 
 from __future__ import annotations
@@ -29,21 +45,22 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import _machine, build_store, forever, store_dir  # noqa: E402
 
 from mateffnet.config import TrainConfig  # noqa: E402
-from mateffnet.data.dataset import VideoDataset  # noqa: E402
-from mateffnet.data.loader import default_workers, make_loader  # noqa: E402
-from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
-from mateffnet.runtime import cpu_cores  # noqa: E402
-from mateffnet.engine.step import GraphedTrainStep, StepOptions, TrainStep, make_train_step  # noqa: E402
+from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph  # noqa: E402
 from mateffnet.engine.build import make_optimizer  # noqa: E402
+from mateffnet.io.flowcodec import FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
+STEP_KINDS = ("default", "eager", "graph", "ddp")
+PEERS = ("timm eager", "timm compiled")
+DDP_BATCH = 32
 
-def make_step(modality: str, args, graphed: bool) -> TrainStep:
+
+def make_step(modality: str, args, kind: str) -> TrainStep:
     """The training step a run builds: SGD with momentum and weight decay, clipping, cosine schedule, bf16."""
     torch.manual_seed(0)
     model = StreamNet(101, modality=modality, num_segments=args.segments, flow_length=args.flow_length).cuda()
@@ -51,146 +68,233 @@ def make_step(modality: str, args, graphed: bool) -> TrainStep:
     tc = TrainConfig()
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
-    return make_train_step(model, optimizer, scheduler, options=options, graphed=graphed)
+    cuda = torch.device("cuda")
+    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16, kind == "ddp"))
+    compiled = kind in ("default", "ddp") and use_compile(tc.compile, cuda, tc.deterministic)
+    net = model
+    if kind == "ddp":
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0])  # as distributed.wrap_model builds it
+    step = make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled)
+    if compiled and args.compile_once:
+        step.forward = batch_dynamic(step.forward)
+    return step
 
 
-def measure(batches, step: TrainStep, seconds: float, warmup: int = 5) -> float:
-    """clips/s over `seconds` of training steps on `batches` (an iterator of (clips, labels) on the GPU)."""
+def batch_dynamic(compiled):
+    """`compiled` called with its input's first dimension (the batch) marked dynamic: one compilation serves every
+    batch size of a run (--compile-once), for our step and the peer alike."""
+    def forward(batch):
+        torch._dynamo.maybe_mark_dynamic(batch, 0)
+        return compiled(batch)
+
+    return forward
+
+
+def make_peer(channels: int, compiled: bool, compile_once: bool = False):
+    """Plain timm per-frame training, the loop a user writes: step(frames, labels) → loss."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("efficientnet_b0", num_classes=101, in_chans=channels).cuda()
+    model = model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    forward = torch.compile(model) if compiled else model
+    if compiled and compile_once:
+        forward = batch_dynamic(forward)
+
+    def step(frames, labels):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(forward(frames), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def measure(step, batches, seconds: float, warmup: int = 5) -> tuple[float, float]:
+    """(steps/s over `seconds`, wall seconds of the first step: compile, capture, autotuning)."""
+    started = time.perf_counter()
+    step(*next(batches))
+    torch.cuda.synchronize()
+    first = time.perf_counter() - started
     for _ in range(warmup):
         step(*next(batches))
     torch.cuda.synchronize()
-    clips, started = 0, time.perf_counter()
+    steps, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        batch, labels = next(batches)
-        step(batch, labels)
-        clips += batch.shape[0]
+        step(*next(batches))
+        steps += 1
     torch.cuda.synchronize()
-    return clips / (time.perf_counter() - started)
+    return steps / (time.perf_counter() - started), first
 
 
-def step_used(step: TrainStep) -> str:
-    """ "graph", or "eager" (asked for, or the graph's fallback when its warm-up did not fit)."""
-    return "graph" if isinstance(step, GraphedTrainStep) and not step.eager_only else "eager"
+def repeat(*batch):
+    while True:
+        yield batch
 
 
-def synthetic(modality: str, batch: int, graphed: bool, args):
-    """(clips/s, peak GiB, step used) with the same uint8 batch on the GPU every step; None when it does not fit."""
-    step = make_step(modality, args, graphed)
+def synthetic(what: str, modality: str, batch: int, args):
+    """(clips/s, peak GiB, first-step seconds, step used) on one uint8 batch kept on the GPU; None: out of memory."""
     channels = 3 if modality == "rgb" else 2 * args.flow_length
-    clips = torch.randint(0, 256, (batch, args.segments, channels, 224, 224), dtype=torch.uint8, device="cuda")
-    labels = torch.randint(0, 101, (batch,), device="cuda")
-
-    def same():
-        while True:
-            yield clips, labels
-
     torch.cuda.reset_peak_memory_stats()
+    step = None
     try:
-        rate = measure(same(), step, args.seconds)
-        used = step_used(step)
+        if what in PEERS:
+            step = make_peer(channels, compiled=what == "timm compiled", compile_once=args.compile_once)
+            frames = torch.randn(batch * args.segments, channels, 224, 224, device="cuda")
+            inputs = (frames.contiguous(memory_format=torch.channels_last),
+                      torch.randint(0, 101, (batch * args.segments,), device="cuda"))
+            used = what
+        else:
+            step = make_step(modality, args, what)
+            inputs = (torch.randint(0, 256, (batch, args.segments, channels, 224, 224), dtype=torch.uint8, device="cuda"),
+                      torch.randint(0, 101, (batch,), device="cuda"))
+        rate, first = measure(step, repeat(*inputs), args.seconds, args.warmup)
+        if what not in PEERS:
+            used = step.kind
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        return rate * batch, peak, first, used
     except torch.OutOfMemoryError:
         return None
+    except Exception as error:  # noqa: BLE001 - a peer row that breaks must not end the table
+        return 0.0, 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}"
     finally:
-        del step, clips
+        del step
+        inputs = None
+        torch._dynamo.reset()  # frees compiled graphs (the on-disk cache stays)
         gc.collect()  # a step's CUDA graph pool is freed with the step
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.empty_cache()
-    return rate, peak, used
-
-
-def end_to_end(modality: str, batch: int, graphed: bool, items, store: Path, gpu_decode: bool, workers: int,
-               args) -> tuple[float, str]:
-    repeat = max(1, -(-200 * batch // len(items)))  # epochs of at least 200 batches, as on a real dataset
-    dataset = VideoDataset(items * repeat, store, modality, num_segments=args.segments, flow_length=args.flow_length,
-                           train=True, input_size=224, defer_decode=gpu_decode)
-    loader = make_loader(dataset, batch, device="cuda", workers=workers, drop_last=True)
-    step = make_step(modality, args, graphed)
-    iterator = forever(loader)
-    try:
-        return measure(iterator, step, args.seconds, warmup=3 + workers // 4), step_used(step)
-    finally:
-        del iterator, loader, step
-        gc.collect()
         torch.cuda.empty_cache()
 
 
-def row(modality: str, asked: str, used: str) -> str:
-    return f"| {modality} | {asked if used == asked else f'{asked} → {used}'} |"
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
 
-def end_to_end_batches(fits: dict[int, tuple[float, float, str]]) -> list[int]:
-    """Batch 16 (the smallest) and the largest whose synthetic peak leaves 15 % of the GPU's memory free:
-    the loader's batches in flight need room beside the model's activations."""
-    if not fits:
-        return []
-    total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    roomy = [batch for batch, (_, peak, _) in fits.items() if peak <= 0.85 * total]
-    return sorted({min(fits), max(roomy or [min(fits)])})
+EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled"}
+
+
+def label(what: str, used: str) -> str:
+    if what in PEERS:
+        return what if not used.startswith("failed") else f"{what} ({used})"
+    name = what if what != "ddp" else "default, DDP 1 process"
+    return name if used == EXPECTED[what] else f"{name} ({used})"
+
+
+def end_to_end_rows(modality: str, batches: list[int], fits: dict, args) -> None:
+    """Rows from the packed store, as before; skipped with one line where the store cannot be built."""
+    try:
+        from loader import build_store, forever, store_dir
+
+        from mateffnet.data.dataset import VideoDataset
+        from mateffnet.data.loader import default_workers, make_loader
+
+        work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
+        items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
+        codecs = [name for name in args.inputs if name in FLOW_CODECS] if modality == "flow" else []
+        for codec in codecs:
+            build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
+    except Exception as error:  # noqa: BLE001 - PyAV or the real clips missing on this machine
+        print(f"end-to-end rows not run: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return
+    workers = args.workers if args.workers is not None else default_workers()
+    inputs = {"cpu": (work / "store", False, f"packed store, CPU decode ({workers} workers)", workers),
+              "nvjpeg": (work / "store", True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)", args.gpu_workers)}
+    if modality == "flow":
+        for codec in codecs:
+            inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
+    for batch in batches:
+        for name in args.inputs:
+            if name not in inputs:
+                continue
+            store, gpu_decode, text, count = inputs[name]
+            repeat_items = max(1, -(-200 * batch // len(items)))
+            dataset = VideoDataset(items * repeat_items, store, modality, num_segments=args.segments,
+                                   flow_length=args.flow_length, train=True, input_size=224, defer_decode=gpu_decode)
+            loader = make_loader(dataset, batch, device="cuda", workers=count, drop_last=True)
+            step = make_step(modality, args, "default")
+            iterator = forever(loader)
+            try:
+                rate, _ = measure(step, iterator, args.seconds, warmup=3 + count // 4)
+                rate *= batch
+                print(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate:.1f} | "
+                      f"{rate * args.segments:.0f} | | | {rate / fits[batch]:.2f} of synthetic |", flush=True)
+            except torch.OutOfMemoryError:
+                print(f"| {modality} | default | {batch} | {text} | out of memory | | | | |", flush=True)
+            finally:
+                del iterator, loader, step
+                torch._dynamo.reset()
+                gc.collect()
+                torch.cuda.empty_cache()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", nargs="+", default=["rgb", "flow"], choices=["rgb", "flow"])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
-    parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per row")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256],
+                        help="clips per step; a size that does not fit ends the list")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
+    parser.add_argument("--warmup", type=int, default=5, help="steps after the first one before measuring")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--flow-length", type=int, default=10)
+    parser.add_argument("--steps", nargs="+", default=list(STEP_KINDS) + list(PEERS), choices=list(STEP_KINDS) + list(PEERS))
+    parser.add_argument("--compile-once", action="store_true",
+                        help="compile each model once for all batch sizes (batch dimension dynamic, ours and the peer "
+                             "alike) instead of once per batch size as `mateffnet train` does for its one batch shape")
+    parser.add_argument("--inputs", nargs="*", default=[], choices=["cpu", "nvjpeg", *(c for c in FLOW_CODECS if c != "jpeg")],
+                        help="end-to-end rows: JPEG store decoded by CPU workers / by nvJPEG; LZ4 flow store")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
     parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG decodes")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
-    parser.add_argument("--steps", nargs="+", default=["graph"], choices=["graph", "eager"],
-                        help="training step: CUDA graph (what a run uses on one GPU) and/or eager")
-    parser.add_argument("--inputs", nargs="+", default=["cpu", "nvjpeg", "lz4", DEFAULT_FLOW_CODEC],
-                        choices=["cpu", "nvjpeg", *(c for c in FLOW_CODECS if c != "jpeg")],
-                        help="end-to-end inputs: JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other "
-                        "flow codecs (CPU workers)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
         return 1
-    workers = args.workers if args.workers is not None else default_workers()
-    work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
-    print(f"machine: {_machine()}; {cpu_cores()} CPU cores; torch {torch.__version__}; {torch.cuda.get_device_name()}")
-    items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
-    codecs = [name for name in args.inputs if name in FLOW_CODECS] if "flow" in args.streams else []
-    for codec in codecs:
-        build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
-    print(f"store: {len(items)} videos ({flow_method} flow) in {work}")
+    torch.backends.cudnn.benchmark = True  # as `mateffnet train` (and timm's train.py) set it
+    if "ddp" in args.steps:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29533")
+        torch.cuda.set_device(0)
+        torch.distributed.init_process_group("nccl", rank=0, world_size=1)
+    print(f"machine: {torch.cuda.get_device_name()}; {os.cpu_count()} CPU cores; torch {torch.__version__}; "
+          f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}; "
+          f"{'one compilation per model (dynamic batch)' if args.compile_once else 'one compilation per batch size'}")
     print(f"EfficientNet-B0 MAT-EffNet, T={args.segments}, L={args.flow_length}, 224x224, bf16 autocast, channels_last, "
-          "SGD + clipping + cosine schedule (the training step of `mateffnet train`)\n")
-    print("| stream | step | batch | input | clips/s | frames/s | peak GPU memory (GiB) | end-to-end / synthetic |")
-    print("|---|---|---:|---|---:|---:|---:|---:|")
+          "SGD + clipping + cosine schedule; synthetic uint8 batches on the GPU\n")
+    print("| stream | step | batch (clips) | input | clips/s | frames/s | peak GPU memory (GiB) | first step (s) | ÷ best peer |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     for modality in args.streams:
-        inputs = {"cpu": (work / "store", False, f"packed store, CPU decode ({workers} workers)", workers),
-                  "nvjpeg": (work / "store", True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)",
-                             args.gpu_workers)}
-        if modality == "flow":
-            for codec in codecs:
-                inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec}, CPU decode ({workers} workers)",
-                                 workers)
-        for step_kind in args.steps:
-            graphed = step_kind == "graph"
-            fits = {}
-            for batch in args.batch_sizes:
-                result = synthetic(modality, batch, graphed, args)
-                start = f"{row(modality, step_kind, result[2] if result else step_kind)} {batch} | synthetic (GPU tensors) |"
+        fits = {}
+        for batch in args.batch_sizes:
+            peers, rows, fitted = [], [], False
+            for what in [w for w in PEERS + STEP_KINDS if w in args.steps]:
+                if what == "ddp" and batch != DDP_BATCH:
+                    continue
+                result = synthetic(what, modality, batch, args)
                 if result is None:
-                    print(f"{start} out of memory | | | |", flush=True)
-                    break
-                fits[batch] = result
-                print(f"{start} {result[0]:.1f} | {result[0] * args.segments:.0f} | {result[1]:.1f} | |", flush=True)
-            for batch in end_to_end_batches(fits):
-                for name in args.inputs:
-                    if name not in inputs:
-                        continue
-                    store, gpu_decode, label, count = inputs[name]
-                    try:
-                        rate, used = end_to_end(modality, batch, graphed, items, store, gpu_decode, count, args)
-                    except torch.OutOfMemoryError:
-                        print(f"{row(modality, step_kind, step_kind)} {batch} | {label} | out of memory | | | |", flush=True)
-                        continue
-                    print(f"{row(modality, step_kind, used)} {batch} | {label} | {rate:.1f} | "
-                          f"{rate * args.segments:.0f} | | {rate / fits[batch][0]:.2f} |", flush=True)
+                    rows.append((f"| {modality} | {what} | {batch} | synthetic | out of memory | | | |", None))
+                    continue
+                fitted = True
+                rate, peak, first, used = result
+                if what in PEERS:
+                    peers.append(rate)
+                elif what == "default":
+                    fits[batch] = (rate, peak)
+                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | "
+                             f"{rate * args.segments:.0f} | {peak:.1f} | {first:.1f} |", rate))
+                print(f"measured: {rows[-1][0]}", file=sys.stderr, flush=True)  # progress, in case the run is cut
+            best = max(peers, default=0.0)
+            for text, rate in rows:  # ratios once every peer row of this batch is in
+                print(f"{text} {f'{rate / best:.2f}' if rate and best else ''} |", flush=True)
+            if not fitted:
+                break
+        if args.inputs and fits:
+            total = torch.cuda.get_device_properties(0).total_memory / 2**30
+            roomy = [batch for batch, (_, peak) in fits.items() if peak <= 0.85 * total] or [min(fits)]
+            end_to_end_rows(modality, sorted({min(fits), max(roomy)}), {b: r for b, (r, _) in fits.items()}, args)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from mateffnet.cli import build_parser, main
 from mateffnet.errors import MateffnetError
+from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_prepare_receives_the_documented_defaults(calls):
     assert kwargs | {"progress": None} == {
         "format": "auto", "annotations": None, "split": 1, "flow_method": "tvl1", "flow_bound": 20.0, "tvl1": "fast",
         "size": "256", "max_frames": None, "workers": None, "device": "auto", "flow_batch": 128, "rgb_quality": 90,
-        "flow_quality": 95, "flow_codec": "jpeg", "shard": None, "verify": False, "progress": None}
+        "flow_quality": 95, "flow_codec": DEFAULT_FLOW_CODEC, "shard": None, "verify": False, "progress": None}
 
 
 def test_flows_fast_flag_still_works_and_says_it_is_deprecated(calls, capsys):

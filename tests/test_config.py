@@ -64,3 +64,13 @@ def test_schema_lists_every_key_with_help():
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
     assert len(lines) == sum(len(dataclasses.fields(c)) for c in (DataConfig, ModelConfig, TrainConfig))
+
+
+def test_train_compile_takes_auto_and_the_old_true_or_false(tmp_path):
+    assert load_config().train.compile == "auto"
+    for text, value in (("auto", "auto"), ("true", True), ("false", False)):
+        path = tmp_path / f"{text}.yaml"
+        path.write_text(f"train:\n  compile: {text}\n")
+        assert load_config(path).train.compile == value
+    with pytest.raises(MateffnetError, match=r"train.compile must be one of auto, True, False, got 'yes please'"):
+        load_config(None, ["train.compile=yes please"])

@@ -109,9 +109,9 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     precision: str = opt("auto", 'auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16')
     channels_last: bool | None = opt(None, 'channels_last memory format; null: on CUDA only')
-    compile: bool = opt(False, 'torch.compile the model')
-    cuda_graph: bool | None = opt(None, 'replay forward+backward as a CUDA graph (fixed batch shape); null: on CUDA '
-                                  'with one process, no compile, precision not fp16')
+    compile: bool | str = opt("auto", 'torch.compile the training step: auto (on CUDA, unless deterministic) | true | false')
+    cuda_graph: bool | None = opt(None, 'replay forward+backward (compiled or not) as a CUDA graph (fixed batch shape); '
+                                  'null: on CUDA with one process, precision not fp16')
     device: str = opt("auto", 'auto | cpu | cuda')
     val_every: int = opt(1, 'validate every N epochs (0: never; the last epoch always)')
     seed: int = opt(0, "seed for weights init, data order and augmentation")
@@ -143,6 +143,7 @@ CHOICES = {
     "train.bn": ("train", "partial", "frozen"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.device": DEVICES,
+    "train.compile": ("auto", True, False),
 }
 POSITIVE = {"data.test_segments", "model.num_segments", "model.flow_length", "model.heads", "model.embed_dim",
             "train.epochs", "train.batch_size"}
@@ -214,7 +215,12 @@ def _coerce(key: str, value, hint, source: str):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0], source)
+        for kind in inner[:-1]:  # bool | str (train.compile): the first type the value is
+            try:
+                return _coerce(key, value, kind, source)
+            except MateffnetError:
+                pass
+        return _coerce(key, value, inner[-1], source)
     if origin is list:
         if not isinstance(value, list):
             raise MateffnetError(f"{source}: {key} must be a list, got {value!r}")

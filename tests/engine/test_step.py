@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from mateffnet.config import TrainConfig
-from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_cuda_graph
+import mateffnet.engine.step as step_module
 from mateffnet.engine.build import make_optimizer
+from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 
@@ -11,17 +12,60 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_cuda_graph_by_default_only_where_the_step_can_be_captured():
-    assert use_cuda_graph(None, CUDA, torch.bfloat16, distributed=False, compiled=False)
-    assert not use_cuda_graph(None, CPU, torch.float32, distributed=False, compiled=False)
-    assert not use_cuda_graph(None, CUDA, torch.float16, distributed=False, compiled=False)
-    assert not use_cuda_graph(None, CUDA, torch.bfloat16, distributed=True, compiled=False)
-    assert not use_cuda_graph(None, CUDA, torch.bfloat16, distributed=False, compiled=True)
-    assert not use_cuda_graph(False, CUDA, torch.bfloat16, distributed=False, compiled=False)
+    assert use_cuda_graph(None, CUDA, torch.bfloat16, distributed=False)
+    assert not use_cuda_graph(None, CPU, torch.float32, distributed=False)
+    assert not use_cuda_graph(None, CUDA, torch.float16, distributed=False)
+    assert not use_cuda_graph(None, CUDA, torch.bfloat16, distributed=True)
+    assert not use_cuda_graph(False, CUDA, torch.bfloat16, distributed=False)
 
 
 def test_asking_for_a_cuda_graph_where_it_cannot_work_names_the_key_and_the_obstacles():
     with pytest.raises(MateffnetError, match=r"train.cuda_graph: true needs train.device cuda, one process"):
-        use_cuda_graph(True, CPU, torch.float32, distributed=True, compiled=False)
+        use_cuda_graph(True, CPU, torch.float32, distributed=True)
+
+
+def test_compile_auto_means_on_cuda_unless_deterministic_and_true_or_false_as_asked():
+    assert use_compile("auto", CUDA, deterministic=False)
+    assert not use_compile("auto", CUDA, deterministic=True)
+    assert not use_compile("auto", CPU, deterministic=False)
+    assert use_compile(True, CPU, deterministic=True)
+    assert not use_compile(False, CUDA, deterministic=False)
+
+
+def _failing_compile(net, **options):
+    """What torch.compile returns when the compiler breaks: a callable that raises at its first call (after a
+    forward pass that updated the BatchNorm statistics, as a failure in the backward pass would)."""
+    def compiled(*args, **kwargs):
+        net(*args, **kwargs)
+        raise RuntimeError("simulated compiler failure\n(more lines)")
+    return compiled
+
+
+def _tiny_run(compiled: bool, device="cpu", graphed=False, steps=3):
+    torch.manual_seed(0)
+    model = StreamNet(5, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=16,
+                      dropout=0.5).to(device)
+    optimizer, scheduler = make_optimizer(model, TrainConfig(epochs=2, lr=0.05), steps_per_epoch=4)
+    reports = []
+    step = make_train_step(model, optimizer, scheduler, options=StepOptions(clip_grad_norm=1.0), graphed=graphed,
+                           compiled=compiled, report=reports.append)
+    generator = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(steps):
+        clips = torch.randint(0, 256, (4, 2, 3, 32, 32), generator=generator, dtype=torch.uint8).to(device)
+        losses.append(step(clips, torch.randint(0, 5, (4,), generator=generator).to(device)))
+    return torch.stack(losses).cpu(), {k: v.cpu() for k, v in model.state_dict().items()}, step, reports
+
+
+def test_when_compiling_fails_the_step_says_so_once_and_trains_exactly_like_the_eager_step(monkeypatch, capsys):
+    eager = _tiny_run(compiled=False)
+    monkeypatch.setattr(step_module.torch, "compile", _failing_compile)
+    fallback = _tiny_run(compiled=True)
+    assert capsys.readouterr().err.count("note: torch.compile of the training step failed (simulated compiler failure)") == 1
+    assert fallback[2].kind == "eager" and fallback[3] == ["training step: eager"]
+    assert torch.equal(fallback[0], eager[0])
+    for key in eager[1]:  # the failed pass's BatchNorm update and RNG draws were undone
+        assert torch.equal(fallback[1][key], eager[1][key]), key
 
 
 def test_the_eager_step_takes_an_sgd_step_with_clipping_and_schedule():
@@ -97,3 +141,133 @@ def test_without_memory_for_the_graph_the_step_says_so_and_trains_eagerly(monkey
     assert fallback[2].eager_only and fallback[2].graph is None
     assert "training eagerly" in capsys.readouterr().err
     _assert_same_training(fallback, eager)
+
+
+# On the GPU: the compiled + graphed step (the default there) against the eager step. The model is the
+# tests' small stream (ResNet-18 at 32 px, as in test_train.py's small_config), with BatchNorm training
+# and dropout, so that BN statistics and dropout masks are part of what must match.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _cuda_batches(count=5, size=8):
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, 256, (size, 2, 3, 32, 32), generator=generator, dtype=torch.uint8).cuda(),
+             torch.randint(0, 4, (size,), generator=generator).cuda()) for _ in range(count)]
+
+
+def _small_stream():
+    torch.manual_seed(0)
+    model = StreamNet(4, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=32,
+                      dropout=0.3).cuda()
+    return model.use_channels_last()
+
+
+def _train_on(batches, precision=torch.float32, graphed=False, compiled=False, ddp=False, dropout_seed=0):
+    """(losses, state dict incl. BN statistics, the step, the initial state) after training a fresh model on `batches`."""
+    model = _small_stream()
+    initial = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    optimizer, scheduler = make_optimizer(model, TrainConfig(lr=0.05, weight_decay=0.0, schedule="constant"), 4)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0]) if ddp else model
+    step = make_train_step(net, optimizer, scheduler, options=StepOptions(precision, 0.0, 1.0), graphed=graphed,
+                           compiled=compiled)
+    torch.cuda.manual_seed(dropout_seed)
+    losses = torch.stack([step(clips, labels) for clips, labels in batches]).cpu()
+    state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    return losses, state, step, initial
+
+
+def _distance(run, reference) -> float:
+    """How far `run`'s weights ended from `reference`'s, relative to how far training moved `reference`'s
+    (all learnable tensors as one vector; BatchNorm statistics are compared on their own)."""
+    initial = reference[3]
+    keys = [k for k in reference[1] if "running_" not in k and "num_batches" not in k]
+    flat = {name: torch.cat([state[k].flatten() for k in keys]) for name, state in
+            (("run", run[1]), ("reference", reference[1]), ("initial", initial))}
+    return ((flat["run"] - flat["reference"]).norm() / (flat["reference"] - flat["initial"]).norm()).item()
+
+
+def _assert_same_training(run, reference, rtol=2e-3, atol=2e-4):
+    torch.testing.assert_close(run[0], reference[0], rtol=rtol, atol=atol)
+    for key in reference[1]:  # weights, BatchNorm statistics and their counters
+        torch.testing.assert_close(run[1][key], reference[1][key], rtol=rtol, atol=atol, msg=key)
+
+
+@needs_cuda
+def test_the_compiled_graphed_step_gives_the_eager_steps_losses_weights_bn_statistics_and_dropout(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    batches = _cuda_batches()
+    eager, other_masks = _train_on(batches), _train_on(batches, dropout_seed=1)
+    fast = _train_on(batches, graphed=True, compiled=True)
+    assert fast[2].kind == "compiled + CUDA graph" and fast[2].setup_seconds > 0
+    print(f"fp32: compiled + graph vs eager {_distance(fast, eager):.2e}; other dropout masks {_distance(other_masks, eager):.2e}")
+    _assert_same_training(fast, eager)
+    assert _distance(other_masks, eager) > 20 * _distance(fast, eager)  # the tolerance tells dropout masks apart
+
+
+@needs_cuda
+def test_in_bf16_the_compiled_graphed_step_stays_within_rounding_of_the_eager_step():
+    batches = _cuda_batches()
+    eager, other_masks = _train_on(batches, torch.bfloat16), _train_on(batches, torch.bfloat16, dropout_seed=1)
+    fast = _train_on(batches, torch.bfloat16, graphed=True, compiled=True)
+    assert fast[2].kind == "compiled + CUDA graph"
+    fast_distance, masks_distance = _distance(fast, eager), _distance(other_masks, eager)
+    print(f"bf16: losses {fast[0].tolist()} vs {eager[0].tolist()}; weights {fast_distance:.2e} "
+          f"(other dropout masks {masks_distance:.2e})")
+    torch.testing.assert_close(fast[0], eager[0], rtol=3e-2, atol=1e-3)
+    assert fast_distance < 0.25 * masks_distance
+    for key in eager[1]:
+        if "num_batches_tracked" in key:  # no warm-up or capture pass counted in BatchNorm
+            assert torch.equal(fast[1][key], eager[1][key]), key
+
+
+@needs_cuda
+def test_when_capturing_fails_the_step_says_so_and_trains_compiled_like_the_eager_step(monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    batches = _cuda_batches()
+    eager = _train_on(batches)
+    forward_backward = TrainStep.forward_backward
+
+    def synchronizes_while_capturing(self, clips, labels):  # an operation a CUDA graph cannot hold
+        if torch.cuda.is_current_stream_capturing():
+            torch.cuda.synchronize()
+        return forward_backward(self, clips, labels)
+
+    monkeypatch.setattr(TrainStep, "forward_backward", synchronizes_while_capturing)
+    fallback = _train_on(batches, graphed=True, compiled=True)
+    assert fallback[2].kind == "compiled" and fallback[2].graph is None
+    assert capsys.readouterr().err.count("capturing the training step as a CUDA graph failed") == 1
+    _assert_same_training(fallback, eager)  # dropout still draws from a working generator, the same masks
+
+
+@needs_cuda
+def test_when_compiling_fails_the_graphed_step_replays_the_eager_graph(monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    batches = _cuda_batches(3)
+    graph_only = _train_on(batches, graphed=True)
+    monkeypatch.setattr(step_module.torch, "compile", _failing_compile)
+    fallback = _train_on(batches, graphed=True, compiled=True)
+    assert fallback[2].kind == "CUDA graph"
+    assert "training with the CUDA-graph step instead" in capsys.readouterr().err
+    _assert_same_training(fallback, graph_only, rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
+def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypatch):
+    import os
+
+    import torch.distributed as dist
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    batches = _cuda_batches()
+    eager = _train_on(batches)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{29400 + os.getpid() % 1000}", rank=0, world_size=1)
+    try:
+        graphed = use_cuda_graph(None, CUDA, torch.float32, distributed=True)
+        ddp = _train_on(batches, graphed=graphed, compiled=use_compile("auto", CUDA, deterministic=False), ddp=True)
+    finally:
+        dist.destroy_process_group()
+    assert ddp[2].kind == "compiled"
+    _assert_same_training(ddp, eager)

@@ -1,11 +1,15 @@
 import csv
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mateffnet.config import load_config
+from mateffnet.config import load_config, save_config
 from mateffnet.engine.build import lr_factor
 from mateffnet.engine.train import train
 from mateffnet.errors import MateffnetError
@@ -90,6 +94,34 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert losses["one"][1] < losses["one"][0]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_as_two_nodes_on_loopback_give_the_one_process_weights(tmp_path):
+    """Multi-node training as the README shows it: one torchrun agent per node, c10d rendezvous, one process each."""
+    config = small_config(**{"train.epochs": 2})
+    save_config(config, tmp_path / "config.yaml")
+    train(config, tmp_path / "one", train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
+    port, script = _free_port(), Path(__file__).resolve().parents[1] / "toydata.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-conf", f"is_host={int(node == 0)}",
+         "--max-restarts", "0", str(script), str(tmp_path / "config.yaml"), str(tmp_path / "two_nodes")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+    for agent in agents:
+        output, _ = agent.communicate(timeout=600)
+        assert agent.returncode == 0, output[-3000:]
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two_nodes")
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), key
+
+
 def test_warmup_then_cosine_schedule():
     config = small_config(**{"train.epochs": 10, "train.warmup_epochs": 1, "train.schedule": "cosine"})
     factor = lr_factor(config.train, steps_per_epoch=10)
@@ -110,3 +142,22 @@ def test_on_cuda_the_graphed_training_step_gives_the_eager_runs_weights(tmp_path
     eager, graphed = final_weights(tmp_path / "eager"), final_weights(tmp_path / "graphed")
     for key in eager:
         torch.testing.assert_close(graphed[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_training_compiles_and_graphs_the_step_by_default_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    results = {}
+    for name, compile_setting in (("graph", "false"), ("default", "auto")):
+        config = small_config(**{"train.device": "cuda", "train.compile": compile_setting, "train.cuda_graph": "null",
+                                 "train.precision": "fp32", "train.bn": "train", "model.dropout": 0.3,
+                                 "train.epochs": 2, "train.deterministic": False})
+        results[name] = train(config, tmp_path / name, train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
+    printed = capsys.readouterr().out
+    assert "training step: CUDA graph" in printed
+    assert "training step: compiled + CUDA graph (" in printed and "s to compile and capture)" in printed
+    graph, default = final_weights(tmp_path / "graph"), final_weights(tmp_path / "default")
+    for key in graph:
+        torch.testing.assert_close(default[key], graph[key], rtol=5e-3, atol=5e-4, msg=key)
+    assert [r["train_loss"] for r in results["default"].history] == pytest.approx(
+        [r["train_loss"] for r in results["graph"].history], rel=1e-3)

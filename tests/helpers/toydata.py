@@ -44,3 +44,14 @@ def ddp_train_worker(rank, world_size, port, config, out_dir, classes):
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     train(config, out_dir, train_set=BrightnessClips(32), class_names=classes, progress=False)
+
+
+if __name__ == "__main__":  # one process of a torchrun job: python -m torch.distributed.run ... toydata.py CONFIG OUT
+    import sys
+
+    from mateffnet.config import load_config
+    from mateffnet.engine.train import train
+
+    torch.set_num_threads(1)
+    train(load_config(sys.argv[1]), sys.argv[2], train_set=BrightnessClips(32),
+          class_names=[f"level{i}" for i in range(4)], progress=False)

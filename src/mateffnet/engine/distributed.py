@@ -41,6 +41,15 @@ def setup(preference: str = "auto") -> Distributed:
     return Distributed(rank, world_size, local_rank, device)
 
 
+def wrap_model(ctx: Distributed, model: torch.nn.Module) -> torch.nn.Module:
+    """The model each process trains: DDP around it under torchrun (the training step compiles DDP itself,
+    splitting the graph at DDP's gradient buckets), the model itself otherwise."""
+    if not ctx.enabled:
+        return model
+    device = ctx.device
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def teardown(ctx: Distributed) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -8,7 +8,7 @@ from mateffnet.config import ExperimentConfig
 from mateffnet.data.dataset import locate_video
 from mateffnet.engine.build import (build_model, check_batch_split, input_size, load_split, resolve_precision,
                                     use_channels_last)
-from mateffnet.engine.step import use_cuda_graph
+from mateffnet.engine.step import use_compile, use_cuda_graph
 from mateffnet.errors import MateffnetError
 from mateffnet.runtime import resolve_device, torchrun_env
 
@@ -28,7 +28,8 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
     check_batch_split(tc, world)
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    graphed = use_cuda_graph(tc.cuda_graph, device, precision, world > 1, tc.compile)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision, world > 1)
+    compiled = use_compile(tc.compile, device, tc.deterministic)
     params = sum(p.numel() for p in model.parameters())
     steps = prepared // tc.batch_size
     lines = [
@@ -51,7 +52,7 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         + f", validation every {tc.val_every} epoch(s) with {data.val_segments or model_cfg.num_segments} segments × 1 crop",
         f"device     {device}, {str(precision).replace('torch.', '')}"
         + (", channels_last" if use_channels_last(tc, device) else "")
-        + (", torch.compile" if tc.compile else "") + (", CUDA graph" if graphed else "")
+        + (", torch.compile" if compiled else "") + (", CUDA graph" if graphed else "")
         + (", deterministic" if tc.deterministic else ""),
     ]
     if prepared == 0:

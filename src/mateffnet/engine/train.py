@@ -29,7 +29,7 @@ from mateffnet.engine.checkpoint import (latest_checkpoint, load_train_state, rn
                                          save_checkpoint, set_rng_state)
 from mateffnet.engine.scoring import collect_scores
 from mateffnet.engine.metrics import classification_metrics
-from mateffnet.engine.step import StepOptions, make_train_step, use_cuda_graph
+from mateffnet.engine.step import StepOptions, make_train_step, use_compile, use_cuda_graph
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_text
 from mateffnet.models import StreamNet
@@ -68,7 +68,8 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     check_batch_split(tc, ctx.world_size)
     device = ctx.device
     precision = resolve_precision(tc.precision, device)
-    graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled, tc.compile)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled)
+    compiled = use_compile(tc.compile, device, tc.deterministic)
     model = build_model(config, class_names).to(device)
     if use_channels_last(tc, device):
         model.use_channels_last()
@@ -105,13 +106,9 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
 
-    net = model
-    if ctx.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
-        net = torch.compile(net)
-    step = make_train_step(net, optimizer, scheduler, scaler,
-                           StepOptions(precision, tc.label_smoothing, tc.clip_grad_norm), graphed)
+    net = distributed.wrap_model(ctx, model)
+    step = make_train_step(net, optimizer, scheduler, scaler, StepOptions(precision, tc.label_smoothing, tc.clip_grad_norm),
+                           graphed, compiled, report=tqdm.write if ctx.is_main else None)
     val_loader = (make_eval_loader(val_set, tc.batch_size // ctx.world_size, config.data.workers, ctx)
                   if val_set is not None else None)
     board = _tensorboard(out_dir) if ctx.is_main else None
