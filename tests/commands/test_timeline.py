@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import FPS, SECONDS_PER_ACTION, SEQUENCE, one_thread
+
+from mateffnet.cli import main
+from mateffnet.commands.timeline import merge_windows
+
+STRIDE = 0.5
+
+
+@pytest.fixture(scope="module")
+def timeline(synthetic_model, long_synthetic_video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("timeline")
+    with one_thread():
+        status = main(["timeline", str(long_synthetic_video), "--model", str(synthetic_model), "--window", "2",
+                       "--stride", str(STRIDE), "--segments", "4", "--batch", "4", "--merge", "0.4", "--out", str(out),
+                       "--no-progress"])
+    assert status == 0
+    return out / long_synthetic_video.stem
+
+
+def test_the_fused_timeline_recovers_the_sequence_and_its_boundaries_within_one_stride(timeline):
+    segments = json.loads((timeline / "segments.json").read_text())["segments"]
+    long_enough = [s for s in segments if s["end"] - s["start"] > 2 * STRIDE]  # a window or two at a change may waver
+    assert [s["label"] for s in long_enough] == SEQUENCE
+    true_boundaries = [SECONDS_PER_ACTION * (i + 1) for i in range(len(SEQUENCE) - 1)]
+    for segment, boundary in zip(long_enough, true_boundaries):
+        assert abs(segment["end"] - boundary) <= STRIDE + 1e-6, (segment, boundary)
+    for segment, boundary in zip(long_enough[1:], true_boundaries):
+        assert abs(segment["start"] - boundary) <= STRIDE + 1e-6, (segment, boundary)
+
+
+def test_each_window_line_has_its_times_and_the_top_classes_of_every_stream(timeline):
+    lines = [json.loads(line) for line in (timeline / "windows.jsonl").read_text().splitlines()]
+    duration = len(SEQUENCE) * SECONDS_PER_ACTION
+    assert len(lines) == (duration * FPS - 2 * FPS) // int(STRIDE * FPS) + 1
+    for i, line in enumerate(lines):
+        assert line["start"] == pytest.approx(i * STRIDE) and line["end"] == pytest.approx(i * STRIDE + 2)
+        assert line["end_frame"] - line["start_frame"] == 2 * FPS
+        for stream in ("fused", "rgb", "flow"):
+            probs = [entry["prob"] for entry in line[stream]]
+            assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_picture_and_the_page_are_written_and_self_contained(timeline):
+    png, page = timeline / "timeline.png", (timeline / "timeline.html").read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 100_000
+    assert page.count('src="data:image/jpeg;base64,') >= 10  # thumbnails under the timeline
+    assert 'src="data:image/png;base64,' in page and "http" not in page.split("<body>")[1]
+
+
+def test_merging_keeps_runs_of_one_class_above_the_threshold_and_breaks_at_uncertain_windows():
+    fused = np.array([[0.9, 0.1], [0.8, 0.2], [0.55, 0.45], [0.2, 0.8], [0.1, 0.9]])
+    centres = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    segments = merge_windows(centres, fused, ["a", "b"], threshold=0.6, stride=1.0, duration=6.0)
+    assert [(s["label"], s["start"], s["end"], s["windows"]) for s in segments] == [("a", 0.5, 2.5, 2), ("b", 3.5, 5.5, 2)]
+    assert segments[0]["prob"] == pytest.approx(0.85)
+    merged = merge_windows(centres, fused, ["a", "b"], threshold=0.0, stride=1.0, duration=6.0)
+    assert [(s["label"], s["windows"]) for s in merged] == [("a", 3), ("b", 2)]
+
+
+def test_a_video_that_does_not_decode_gives_one_clear_line(synthetic_model, tmp_path, capsys):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    assert main(["timeline", str(tmp_path / "broken.mp4"), "--model", str(synthetic_model), "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "broken.mp4" in error[0] and "unreadable" in error[0]
