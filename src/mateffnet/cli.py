@@ -473,6 +473,8 @@ def _add_timeline(sub) -> None:
     parser.add_argument("--merge", type=float, metavar="THRESHOLD",
                         help="merge consecutive windows of the same fused top-1 class with probability >= THRESHOLD "
                         "into labelled segments (segments.json)")
+    parser.add_argument("--min-segment", type=float, default=0.0, metavar="SECONDS",
+                        help="with --merge: drop segments shorter than this and join their neighbours (default 0)")
     parser.add_argument("--flow-method", metavar="NAME", help="flow method (default: the flow stream's own)")
     parser.add_argument("--out", default="timeline", metavar="DIR", help="output folder (default: timeline)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -486,7 +488,7 @@ def _run_timeline(args) -> int:
     if args.segments < 1 or args.batch < 1:
         raise MateffnetError(f"--segments and --batch must be at least 1, got {args.segments} and {args.batch}")
     options = TimelineOptions(window=args.window, stride=args.stride, segments=args.segments, crops=args.crops,
-                              topk=args.topk, batch=args.batch, merge=args.merge, flow_method=args.flow_method,
+                              topk=args.topk, batch=args.batch, merge=args.merge, min_segment=args.min_segment, flow_method=args.flow_method,
                               flow_params=None)
     run_timeline(args.videos, args.model, args.out, options, args.device, progress=not args.no_progress)
     return 0

@@ -2,20 +2,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FPS, SECONDS_PER_ACTION, SEQUENCE, one_thread
+from synthetic_actions import FPS, SECONDS_PER_ACTION, SEQUENCE, one_thread
 
 from mateffnet.cli import main
 from mateffnet.commands.timeline import merge_windows
 
-STRIDE = 0.5
+WINDOW, STRIDE = 1.5, 0.5
 
 
 @pytest.fixture(scope="module")
 def timeline(synthetic_model, long_synthetic_video, tmp_path_factory):
     out = tmp_path_factory.mktemp("timeline")
     with one_thread():
-        status = main(["timeline", str(long_synthetic_video), "--model", str(synthetic_model), "--window", "2",
-                       "--stride", str(STRIDE), "--segments", "4", "--batch", "4", "--merge", "0.4", "--out", str(out),
+        status = main(["timeline", str(long_synthetic_video), "--model", str(synthetic_model), "--window", str(WINDOW),
+                       "--stride", str(STRIDE), "--segments", "4", "--batch", "4", "--merge", "0.4", "--min-segment", "1.5", "--out", str(out),
                        "--no-progress"])
     assert status == 0
     return out / long_synthetic_video.stem
@@ -23,22 +23,19 @@ def timeline(synthetic_model, long_synthetic_video, tmp_path_factory):
 
 def test_the_fused_timeline_recovers_the_sequence_and_its_boundaries_within_one_stride(timeline):
     segments = json.loads((timeline / "segments.json").read_text())["segments"]
-    long_enough = [s for s in segments if s["end"] - s["start"] > 2 * STRIDE]  # a window or two at a change may waver
-    assert [s["label"] for s in long_enough] == SEQUENCE
+    assert [s["label"] for s in segments] == SEQUENCE
     true_boundaries = [SECONDS_PER_ACTION * (i + 1) for i in range(len(SEQUENCE) - 1)]
-    for segment, boundary in zip(long_enough, true_boundaries):
-        assert abs(segment["end"] - boundary) <= STRIDE + 1e-6, (segment, boundary)
-    for segment, boundary in zip(long_enough[1:], true_boundaries):
-        assert abs(segment["start"] - boundary) <= STRIDE + 1e-6, (segment, boundary)
+    for before, after, boundary in zip(segments, segments[1:], true_boundaries):
+        assert before["end"] == after["start"] and abs(after["start"] - boundary) <= STRIDE + 1e-6, (before, after)
 
 
 def test_each_window_line_has_its_times_and_the_top_classes_of_every_stream(timeline):
     lines = [json.loads(line) for line in (timeline / "windows.jsonl").read_text().splitlines()]
     duration = len(SEQUENCE) * SECONDS_PER_ACTION
-    assert len(lines) == (duration * FPS - 2 * FPS) // int(STRIDE * FPS) + 1
+    assert len(lines) == (duration * FPS - WINDOW * FPS) // int(STRIDE * FPS) + 1
     for i, line in enumerate(lines):
-        assert line["start"] == pytest.approx(i * STRIDE) and line["end"] == pytest.approx(i * STRIDE + 2)
-        assert line["end_frame"] - line["start_frame"] == 2 * FPS
+        assert line["start"] == pytest.approx(i * STRIDE) and line["end"] == pytest.approx(i * STRIDE + WINDOW)
+        assert line["end_frame"] - line["start_frame"] == WINDOW * FPS
         for stream in ("fused", "rgb", "flow"):
             probs = [entry["prob"] for entry in line[stream]]
             assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
@@ -59,6 +56,9 @@ def test_merging_keeps_runs_of_one_class_above_the_threshold_and_breaks_at_uncer
     assert segments[0]["prob"] == pytest.approx(0.85)
     merged = merge_windows(centres, fused, ["a", "b"], threshold=0.0, stride=1.0, duration=6.0)
     assert [(s["label"], s["windows"]) for s in merged] == [("a", 3), ("b", 2)]
+    blip = np.array([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    cleaned = merge_windows(np.arange(7) + 0.5, blip, ["a", "b"], threshold=0.5, stride=1.0, duration=7.0, min_duration=2.0)
+    assert [(s["label"], s["start"], s["end"]) for s in cleaned] == [("a", 0.0, 5.0), ("b", 5.0, 7.0)]
 
 
 def test_a_video_that_does_not_decode_gives_one_clear_line(synthetic_model, tmp_path, capsys):

@@ -46,7 +46,7 @@ def test_the_decoder_never_holds_more_than_the_frames_of_one_batch_of_windows(mo
             yield {"48": frame}
 
     scorer = WindowScorer(model, segments=3)
-    windows = sum(len(w) for w, _ in score_frames(frames(), scorer, length, stride, batch))
+    windows = sum(len(w) for w, _, _ in score_frames(frames(), scorer, length, stride, batch))
     assert windows == (len(video) - length) // stride + 1
     assert max(most) <= length + (batch - 1) * stride + 1  # the ring, and the frame being handed over
     assert max(most) < len(video) // 2
@@ -56,10 +56,10 @@ def test_overlapping_windows_compute_each_flow_field_once(model, video):
     scorer = WindowScorer(model, segments=3)
     batches = list(score_frames(({"48": f} for f in video), scorer, 12, 2, batch=4))
     needed = set()
-    for windows, _ in batches:
+    for windows, _, _ in batches:
         for w in windows:
             needed.update((clip_positions(model.flow, w.length, 3) + w.start).flatten().tolist())
-    count = sum(len(w) for w, _ in batches)
+    count = sum(len(w) for w, _, _ in batches)
     assert scorer.flows_computed == len(needed) < count * 3 * 2
 
 

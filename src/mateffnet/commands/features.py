@@ -31,7 +31,6 @@ Which features (`--features`):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -146,7 +145,7 @@ def video_features(path: Path, model: TwoStreamNet, options: FeatureOptions, dev
 
 def _collect(batches) -> tuple[list[int], dict[str, list[np.ndarray]]]:
     starts, pooled = [], {}
-    for windows, scores in batches:
+    for windows, scores, _ in batches:
         starts += [w.start for w in windows]
         for name, features in scores.features.items():
             pooled.setdefault(name, []).append(features)

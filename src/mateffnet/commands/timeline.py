@@ -8,7 +8,8 @@ decodes as a stream: only the frames one batch of windows spans are held. Per vi
                     frames start·fps ≤ k < end·fps, frame k shown at k/fps), start_frame, end_frame, and the
                     top-k {label, prob} of "fused", "rgb", "flow"
     segments.json   with --merge: consecutive windows of the same fused top-1 (prob ≥ the threshold)
-                    merged into labelled segments {label, start, end, prob (mean), windows}
+                    merged into labelled segments {label, start, end, prob (mean), windows}; with
+                    --min-segment, shorter segments dropped and their neighbours joined
     timeline.png    classes over time: a row per stream and the fused row (and the segments)
     timeline.html   a self-contained page: the summary, the picture, the segments and thumbnails
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.engine.windows import WindowScorer, Window, decoded_frames, score_frames
+from mateffnet.engine.windows import WindowScorer, decoded_frames, score_frames
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json
 from mateffnet.models import TwoStreamNet
@@ -39,6 +40,7 @@ class TimelineOptions:
     topk: int = 5
     batch: int = 8  # windows per forward pass
     merge: float | None = None  # merge consecutive windows into segments when fused top-1 prob ≥ this
+    min_segment: float = 0.0  # seconds: shorter merged segments are dropped (their neighbours joined)
     thumbnails: int = 24
     flow_method: str | None = None  # None: the flow stream's own
     flow_params: dict | None = None
@@ -69,25 +71,39 @@ def window_frames(window: float, stride: float, fps: float, video: str) -> tuple
 
 
 def merge_windows(centres: np.ndarray, fused: np.ndarray, class_names: list[str], threshold: float,
-                  stride: float, duration: float) -> list[dict]:
+                  stride: float, duration: float, min_duration: float = 0.0) -> list[dict]:
     """Consecutive windows with the same fused top-1 class at probability ≥ `threshold` → labelled segments.
 
     A window stands for its centre ± stride/2 (clipped to the video), so a segment runs from half a stride
     before its first window's centre to half a stride after its last's; windows under the threshold
-    break segments and belong to none."""
+    break segments and belong to none. With `min_duration`, segments shorter than it are dropped, the
+    neighbours they separated joined when of one class, and the boundary between two segments that no
+    longer touch put in the middle of the gap."""
     top, prob = fused.argmax(1), fused.max(1)
-    segments: list[dict] = []
+    runs: list[dict] = []
     for i, (cls, p) in enumerate(zip(top, prob)):
         if p < threshold:
             continue
         start, end = max(0.0, centres[i] - stride / 2), min(duration, centres[i] + stride / 2)
-        last = segments[-1] if segments else None
-        if last and last["label"] == class_names[cls] and last["_last"] == i - 1:
-            last["end"], last["_last"], last["_probs"] = end, i, last["_probs"] + [float(p)]
+        last = runs[-1] if runs else None
+        if last and last["label"] == class_names[cls] and last["last"] == i - 1:
+            last["end"], last["last"] = end, i
+            last["probs"].append(float(p))
         else:
-            segments.append({"label": class_names[cls], "start": start, "end": end, "_last": i, "_probs": [float(p)]})
-    return [{"label": s["label"], "start": round(s["start"], 4), "end": round(s["end"], 4),
-             "prob": round(float(np.mean(s["_probs"])), 4), "windows": len(s["_probs"])} for s in segments]
+            runs.append({"label": class_names[cls], "start": start, "end": end, "last": i, "probs": [float(p)]})
+    if min_duration > 0:
+        kept: list[dict] = []
+        for run in (r for r in runs if r["end"] - r["start"] >= min_duration - 1e-9):
+            if kept and kept[-1]["label"] == run["label"]:
+                kept[-1]["end"] = run["end"]
+                kept[-1]["probs"] += run["probs"]
+                continue
+            if kept and kept[-1]["end"] < run["start"]:
+                kept[-1]["end"] = run["start"] = (kept[-1]["end"] + run["start"]) / 2
+            kept.append(run)
+        runs = kept
+    return [{"label": r["label"], "start": round(r["start"], 4), "end": round(r["end"], 4),
+             "prob": round(float(np.mean(r["probs"])), 4), "windows": len(r["probs"])} for r in runs]
 
 
 def top_entries(p: np.ndarray, class_names: list[str], k: int) -> list[dict]:
@@ -117,14 +133,7 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
                    bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s video [{elapsed}<{remaining}{postfix}]")
         done = 0.0
         windows_seen = 0
-        last_frames = frames
-
-        def capture(source):  # keep the newest frame for thumbnails without holding the video
-            for item in source:
-                capture.latest = item
-                yield item
-
-        for windows, scores in score_frames(capture(last_frames), scorer, length, stride, options.batch):
+        for windows, scores, ring in score_frames(frames, scorer, length, stride, options.batch):
             for row, window in enumerate(windows):
                 start, end = window.start / fps, window.end / fps
                 centre = (start + end) / 2
@@ -138,8 +147,9 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
                 lines.write(json.dumps(record) + "\n")
                 spans.append((centre - options.stride / 2, centre + options.stride / 2))
                 centres.append(centre)
-                if windows_seen % every == 0 and row == len(windows) - 1:
-                    thumbs.append((end, record["fused"][0]["label"], jpeg_data_uri(capture.latest[thumb_size])))
+                if windows_seen % every == 0:  # the window's middle frame, while the ring holds it
+                    middle = ring.take(np.array([window.start + window.length // 2]), thumb_size)[0]
+                    thumbs.append((centre, record["fused"][0]["label"], jpeg_data_uri(middle)))
                 windows_seen += 1
             now = windows[-1].end / fps
             bar.update(now - done)
@@ -154,7 +164,8 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
     spans = np.clip(np.array(spans), 0.0, duration)
     segments = None
     if options.merge is not None:
-        segments = merge_windows(np.array(centres), probabilities["fused"], names, options.merge, options.stride, duration)
+        segments = merge_windows(np.array(centres), probabilities["fused"], names, options.merge, options.stride, duration,
+                                 options.min_segment)
         atomic_write_json(out_dir / "segments.json", {"video": str(video), "threshold": options.merge, "segments": segments})
     title = f"{Path(video).name}: {options.window:g} s windows every {options.stride:g} s, {options.segments} segments"
     plot_timeline(spans, probabilities, names, out_dir / "timeline.png", title, segments)

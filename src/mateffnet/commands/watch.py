@@ -57,7 +57,7 @@ class WatchOptions:
 @dataclass
 class Arrival:
     index: int  # count of kept frames before this one
-    time: float  # seconds in the source
+    time: float  # seconds in the source since its first frame
     wall: float  # time.monotonic() when it was ready
     frames: dict  # frame size → uint8 (H, W, 3)
 
@@ -150,7 +150,7 @@ class SourceReader(threading.Thread):
             with self.lock:
                 if len(self.ring) == self.ring.maxlen and self.ring[0].index > self.scored_up_to:
                     self.evicted_unscored += 1
-                self.ring.append(Arrival(self.kept, moment, time.monotonic(), frames))
+                self.ring.append(Arrival(self.kept, moment - first_time, time.monotonic(), frames))
             self.kept += 1
 
     def snapshot(self) -> list[Arrival]:
@@ -183,6 +183,7 @@ def watch(source: str, model: TwoStreamNet, options: WatchOptions, device: torch
         container.close()
         raise MateffnetError(f"{source}: the source declares no frame rate; give --fps")
     capacity = max(2, round(options.window * fps))
+    _warm_up(scorer, stream, capacity)
     reader = SourceReader(source, scorer.sizes, capacity, options, (container, stream))
     summary = WatchSummary()
     reader.start()
@@ -232,6 +233,21 @@ def watch(source: str, model: TwoStreamNet, options: WatchOptions, device: torch
     return summary
 
 
+def _warm_up(scorer: WindowScorer, stream, capacity: int) -> None:
+    """Score one window of blank frames before the source plays, so that the first prediction's latency is not
+    the one-time cost of the first forward pass (kernel selection, lazy imports)."""
+    from mateffnet.data.decode import output_size
+
+    ring = FrameRing(capacity)
+    sizes = scorer.sizes
+    width, height = stream.codec_context.width, stream.codec_context.height
+    for _ in range(capacity):
+        ring.push({size: np.zeros(output_size(width, height, parse_size(str(size)) if size is not None else None)[::-1]
+                                  + (3,), np.uint8) for size in sizes})
+    scorer.score([Window(0, capacity)], ring)
+    scorer.forget_before(capacity)
+
+
 def _predict(arrivals: list[Arrival], scorer: WindowScorer, names: list[str], k: int) -> dict:
     from mateffnet.commands.timeline import top_entries
 
@@ -241,6 +257,7 @@ def _predict(arrivals: list[Arrival], scorer: WindowScorer, names: list[str], k:
     scores = scorer.score([Window(arrivals[0].index, len(arrivals))], ring)
     scorer.forget_before(arrivals[0].index + 1)
     record = {"time": round(arrivals[-1].time, 3), "start": round(arrivals[0].time, 3), "frames": len(arrivals),
+              "wall": round(time.time(), 3),
               "latency": round(time.monotonic() - arrivals[-1].wall, 4)}
     for stream in ("fused", "rgb", "flow"):
         if stream in scores.probabilities:

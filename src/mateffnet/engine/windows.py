@@ -223,9 +223,10 @@ def decoded_frames(path, sizes: list, threads: int = 0):
 
 
 def score_frames(frames: Iterable[Frames], scorer: WindowScorer, length: int, stride: int,
-                 batch: int = 1) -> Iterator[tuple[list[Window], WindowScores]]:
-    """Slide windows over `frames` and score them `batch` at a time: yields each batch's windows and scores."""
+                 batch: int = 1) -> Iterator[tuple[list[Window], WindowScores, FrameRing]]:
+    """Slide windows over `frames` and score them `batch` at a time: yields each batch's windows, their scores
+    and the ring that holds their frames (valid until the next batch is asked for)."""
     for windows, ring in window_batches(frames, length, stride, batch):
         scorer.prefetch_flows(windows, ring)
-        yield windows, scorer.score(windows, ring)
+        yield windows, scorer.score(windows, ring), ring
         scorer.forget_before(windows[-1].start + stride)
