@@ -97,7 +97,7 @@ def rate_video(folder: Path, fps: int, seconds: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--minutes", type=float, default=10.0, help="length of the timeline video (default 10)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the timeline video (default 10; 0: skip)")
     parser.add_argument("--batch", type=int, default=16, help="windows per forward pass (default 16)")
     parser.add_argument("--reference-windows", type=int, default=30)
     parser.add_argument("--watch-fps", type=int, nargs="*", default=[30, 60, 120])
@@ -110,20 +110,22 @@ def main() -> None:
     method = "tvl1" if device.type == "cuda" else "farneback"
     model = two_stream(device, method)
     folder = args.folder or Path(tempfile.mkdtemp(prefix="timeline_speed_"))
-    started = time.perf_counter()
-    (video,) = make_videos(folder / "long", 1, int(args.minutes * 60))
-    print(f"device {device}, flow {method}; generated a {args.minutes:g} min 25 fps 340x256 video in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
-    if device.type == "cuda":  # warm-up: kernels compiled, cuDNN plans chosen
-        timeline_rate(model, video, device, args.batch, max_windows=args.batch * 2)
-        torch.cuda.synchronize()
-
     rows = []
-    rate, windows, flows = timeline_rate(model, video, device, args.batch)
-    reference = reference_rate(model, video, device, min(args.reference_windows, windows))
-    rows.append((f"timeline, {args.minutes:g} min video ({windows} windows, {flows} flow fields)",
-                 f"{rate:.1f}x real time", f"{reference:.1f}x real time (predict per window)", f"{rate / reference:.1f}x"))
-    print(rows[-1], flush=True)
+    (warm,) = make_videos(folder / "warm", 1, 12)
+    if device.type == "cuda":  # warm-up: kernels compiled, cuDNN plans chosen
+        timeline_rate(model, warm, device, args.batch)
+        torch.cuda.synchronize()
+    if args.minutes:
+        started = time.perf_counter()
+        (video,) = make_videos(folder / "long", 1, int(args.minutes * 60))
+        print(f"device {device}, flow {method}; generated a {args.minutes:g} min 25 fps 340x256 video in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        rate, windows, flows = timeline_rate(model, video, device, args.batch)
+        reference = reference_rate(model, video, device, min(args.reference_windows, windows))
+        rows.append((f"timeline, {args.minutes:g} min video ({windows} windows, {flows} flow fields)",
+                     f"{rate:.1f}x real time", f"{reference:.1f}x real time (predict per window)",
+                     f"{rate / reference:.1f}x"))
+        print(rows[-1], flush=True)
 
     if args.features_seconds:
         (clip,) = make_videos(folder / "features", 1, args.features_seconds)
