@@ -109,3 +109,30 @@ def test_a_killed_run_resumes_where_it_stopped_and_redoes_nothing(clips, synthet
             assert path.stat().st_mtime_ns == stamp  # finished files are kept, not rewritten
     for path in tmp_path.rglob("*.npy"):
         assert np.load(path).shape[0] >= 1  # a kill never leaves a half-written file under a final name
+
+
+def test_a_packed_store_gives_the_features_of_its_videos_with_the_stored_flow(synthetic_model, long_synthetic_video,
+                                                                             tmp_path):
+    from mateffnet.data.prepare import PrepareOptions, prepare_dataset
+    from mateffnet.data.synthetic import write_video
+
+    frames, _ = read_video(long_synthetic_video, max_frames=40)
+    write_video(tmp_path / "videos" / "slides" / "clip.mp4", frames, fps=8)
+    report = prepare_dataset(tmp_path / "videos", tmp_path / "store", "folders", progress=False,
+                             options=PrepareOptions(size=64, flow_method="farneback", device="cpu", workers=0,
+                                                    flow_codec="lz4", rgb_quality=100))
+    assert report.exit_status == 0
+    with one_thread():
+        for source, out in (("videos", "from_video"), ("store", "from_store")):
+            assert main(["features", str(tmp_path / source), "--model", str(synthetic_model), "--out",
+                         str(tmp_path / out), "--stride", "4", "--no-progress"]) == 0
+    ((packed, path),), ((video, _),) = find_videos(tmp_path / "store"), find_videos(tmp_path / "videos")
+    assert path.suffix == ".mfv"
+    stored = json.loads((tmp_path / "from_store" / f"{packed}.json").read_text())
+    decoded = json.loads((tmp_path / "from_video" / f"{video}.json").read_text())
+    assert stored["times"] == decoded["times"] and stored["snippets"] == (40 - 5) // 4 + 1
+    for stream in ("rgb", "flow"):
+        a = np.load(tmp_path / "from_store" / stream / f"{packed}.npy")
+        b = np.load(tmp_path / "from_video" / stream / f"{video}.npy")
+        assert a.shape == b.shape
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95  # the same frames and flow, up to JPEG's loss
