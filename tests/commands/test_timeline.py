@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from browser import needs_chromium, screenshot
+from matplotlib.image import imread
 from synthetic_actions import FPS, SECONDS_PER_ACTION, SEQUENCE, one_thread
 
 from mateffnet.cli import main
@@ -46,6 +48,12 @@ def test_the_picture_and_the_page_are_written_and_self_contained(timeline):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 100_000
     assert page.count('src="data:image/jpeg;base64,') >= 10  # thumbnails under the timeline
     assert 'src="data:image/png;base64,' in page and "http" not in page.split("<body>")[1]
+
+
+@needs_chromium
+def test_the_page_renders_without_console_errors(timeline, tmp_path):
+    assert screenshot(timeline / "timeline.html", tmp_path / "shot.png", tmp_path / "profile") == []
+    assert imread(tmp_path / "shot.png")[..., :3].std() > 0.05
 
 
 def test_merging_keeps_runs_of_one_class_above_the_threshold_and_breaks_at_uncertain_windows():

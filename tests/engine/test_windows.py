@@ -52,6 +52,26 @@ def test_the_decoder_never_holds_more_than_the_frames_of_one_batch_of_windows(mo
     assert max(most) < len(video) // 2
 
 
+def test_the_video_decoder_is_read_as_a_stream_not_loaded_whole(model, video, tmp_path):
+    from mateffnet.data.synthetic import write_video
+    from mateffnet.engine.windows import decoded_frames
+
+    path = write_video(tmp_path / "clip.mp4", video)
+    alive, most = [], []
+
+    def tracked(frames):
+        for item in frames:
+            alive.append(weakref.ref(item["48"]))
+            most.append(sum(ref() is not None for ref in alive))
+            yield item
+
+    scorer = WindowScorer(model, segments=3)
+    with decoded_frames(path, scorer.sizes) as (_, frames):
+        batches = sum(1 for _ in score_frames(tracked(frames), scorer, 12, 4, batch=2))
+    assert batches == 7 and len(alive) == len(video)  # 13 windows, 2 a batch
+    assert max(most) <= 12 + 4 + 1
+
+
 def test_overlapping_windows_compute_each_flow_field_once(model, video):
     scorer = WindowScorer(model, segments=3)
     batches = list(score_frames(({"48": f} for f in video), scorer, 12, 2, batch=4))
