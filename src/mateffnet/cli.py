@@ -460,7 +460,7 @@ def _add_timeline(sub) -> None:
         description="Slide a window over each video (decoded as a stream: memory bounded by the window), score "
         "every window with both streams as predict scores a video (flow computed once per frame pair) and write "
         "OUT/<video>/windows.jsonl (top-k per stream and fused, start/end seconds), timeline.png, timeline.html "
-        "and, with --merge, segments.json.",
+        "and, with --merge, segments.json. Exit status 1 when a video could not be read (the others are still done).",
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO")
     parser.add_argument("--model", required=True, metavar="DIR", help="model folder: rgb/ and/or flow/ (or one stream)")
@@ -490,8 +490,8 @@ def _run_timeline(args) -> int:
     options = TimelineOptions(window=args.window, stride=args.stride, segments=args.segments, crops=args.crops,
                               topk=args.topk, batch=args.batch, merge=args.merge, min_segment=args.min_segment, flow_method=args.flow_method,
                               flow_params=None)
-    run_timeline(args.videos, args.model, args.out, options, args.device, progress=not args.no_progress)
-    return 0
+    _, failures = run_timeline(args.videos, args.model, args.out, options, args.device, progress=not args.no_progress)
+    return 1 if failures else 0
 
 
 # ------------------------------------------------------------------------------------------- watch

@@ -69,8 +69,17 @@ def test_merging_keeps_runs_of_one_class_above_the_threshold_and_breaks_at_uncer
     assert [(s["label"], s["start"], s["end"]) for s in cleaned] == [("a", 0.0, 5.0), ("b", 5.0, 7.0)]
 
 
-def test_a_video_that_does_not_decode_gives_one_clear_line(synthetic_model, tmp_path, capsys):
+def test_a_video_that_does_not_decode_gives_one_clear_line_and_the_others_are_done(synthetic_model, tmp_path, capsys):
+    from mateffnet.data.synthetic import write_video
+    from synthetic_actions import clip_of
+
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    assert main(["timeline", str(tmp_path / "broken.mp4"), "--model", str(synthetic_model), "--out", str(tmp_path)]) == 2
+    good = write_video(tmp_path / "good.mp4", clip_of("spin_cw", 200, 24), fps=FPS)
+    with one_thread():
+        status = main(["timeline", str(tmp_path / "broken.mp4"), str(good), "--model", str(synthetic_model), "--window",
+                       "1", "--segments", "4", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert status == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "broken.mp4" in error[0] and "unreadable" in error[0]
+    assert (tmp_path / "out" / "good" / "windows.jsonl").stat().st_size > 0
+    assert not (tmp_path / "out" / "broken").exists() or not list((tmp_path / "out" / "broken").glob("*.jsonl"))

@@ -198,7 +198,7 @@ def extract_features(data: str | Path, model_dir: str | Path, out: str | Path, o
     if options.stride < 1:
         raise MateffnetError(f"--stride must be at least 1 frame, got {options.stride}")
     index, count = shard_of(options.shard)
-    resolved = resolve_device(device)
+    resolved = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
     model = TwoStreamNet.from_pretrained(model_dir, map_location=resolved)
     missing = [name for name in options.streams if name not in model.streams]
     if missing:

@@ -180,24 +180,32 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
 
 
 def run_timeline(videos: list[str], model_dir: str | Path, out: str | Path, options: TimelineOptions,
-                 device: str = "auto", progress: bool = True) -> list[TimelineResult]:
-    """Timelines of `videos` into `out`/<video name>/ each; one line per video when done, then a summary."""
+                 device: str = "auto", progress: bool = True) -> tuple[list[TimelineResult], int]:
+    """Timelines of `videos` into `out`/<video name>/ each; one line per video when done (a video that fails
+    gets one error line on stderr and the others go on), then a summary. Returns (results, failures)."""
+    import sys
+
     from mateffnet.engine.distributed import resolve_device
 
     resolved = resolve_device(device)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=resolved)
     stems = [Path(v).stem for v in videos]
-    results = []
-    for video, stem in zip(videos, stems):
-        folder = Path(out) / (stem if stems.count(stem) == 1 else f"{stem}_{len(results)}")
-        result = timeline_video(video, model, folder, options, resolved, progress)
+    results, failures = [], 0
+    for index, (video, stem) in enumerate(zip(videos, stems)):
+        folder = Path(out) / (stem if stems.count(stem) == 1 else f"{stem}_{index}")
+        try:
+            result = timeline_video(video, model, folder, options, resolved, progress)
+        except MateffnetError as error:
+            failures += 1
+            print(f"mateffnet timeline: error: {error}", file=sys.stderr)
+            continue
         results.append(result)
         labels = " → ".join(f"{s['label']} {s['start']:.1f}-{s['end']:.1f}s" for s in result.segments[:8])
         print(f"{video}: {result.windows} windows, {result.duration:.1f} s of video in {result.seconds:.1f} s "
               f"({result.realtime_factor:.1f}x real time); {folder}/timeline.html" + (f"\n  {labels}" if labels else ""))
     total_video = sum(r.duration for r in results)
     total_time = sum(r.seconds for r in results)
-    print(f"done: {len(results)} video(s), {total_video:.1f} s of video in {total_time:.1f} s "
+    print(f"done: {len(results)} video(s){f' ({failures} failed)' if failures else ''}, {total_video:.1f} s of video in {total_time:.1f} s "
           f"({total_video / total_time if total_time else 0:.1f}x real time), {sum(r.windows for r in results)} windows, "
           f"{sum(r.flows_computed for r in results)} flow fields computed")
-    return results
+    return results, failures
