@@ -381,8 +381,127 @@ def _run_env(args) -> int:
     return run_env()
 
 
+# ---------------------------------------------------------------------------------------- timeline
+
+
+def _add_timeline(sub) -> None:
+    parser = sub.add_parser(
+        "timeline", help="recognise actions over time in long videos (windows, both streams, fused)",
+        description="Slide a window over each video (decoded as a stream: memory bounded by the window), score "
+        "every window with both streams as predict scores a video (flow computed once per frame pair) and write "
+        "OUT/<video>/windows.jsonl (top-k per stream and fused, start/end seconds), timeline.png, timeline.html "
+        "and, with --merge, segments.json. Exit status 1 when a video could not be read (the others are still done).",
+    )
+    parser.add_argument("videos", nargs="+", metavar="VIDEO")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder: rgb/ and/or flow/ (or one stream)")
+    parser.add_argument("--window", type=float, default=4.0, metavar="SECONDS", help="window length (default 4)")
+    parser.add_argument("--stride", type=float, default=1.0, metavar="SECONDS", help="between window starts (default 1)")
+    parser.add_argument("--segments", type=int, default=8, metavar="T", help="test segments per window (default 8)")
+    parser.add_argument("--crops", type=int, default=1, choices=[1, 3, 10], help="views per segment (default 1)")
+    parser.add_argument("--topk", type=int, default=5, help="classes kept per window and stream (default 5)")
+    parser.add_argument("--batch", type=int, default=8, metavar="WINDOWS", help="windows per forward pass (default 8)")
+    parser.add_argument("--merge", type=float, metavar="THRESHOLD",
+                        help="merge consecutive windows of the same fused top-1 class with probability >= THRESHOLD "
+                        "into labelled segments (segments.json)")
+    parser.add_argument("--min-segment", type=float, default=0.0, metavar="SECONDS",
+                        help="with --merge: drop segments shorter than this and join their neighbours (default 0)")
+    parser.add_argument("--flow-method", metavar="NAME", help="flow method (default: the flow stream's own)")
+    parser.add_argument("--out", default="timeline", metavar="DIR", help="output folder (default: timeline)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_timeline)
+
+
+def _run_timeline(args) -> int:
+    from mateffnet.commands.timeline import TimelineOptions, run_timeline
+
+    if args.segments < 1 or args.batch < 1:
+        raise MateffnetError(f"--segments and --batch must be at least 1, got {args.segments} and {args.batch}")
+    options = TimelineOptions(window=args.window, stride=args.stride, segments=args.segments, crops=args.crops,
+                              topk=args.topk, batch=args.batch, merge=args.merge, min_segment=args.min_segment, flow_method=args.flow_method,
+                              flow_params=None)
+    _, failures = run_timeline(args.videos, args.model, args.out, options, args.device, progress=not args.no_progress)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------- watch
+
+
+def _add_watch(sub) -> None:
+    parser = sub.add_parser(
+        "watch", help="live recognition from a camera, a network stream or a file played at its real rate",
+        description="Keep the last --window seconds of SOURCE in a ring and print a prediction (both streams, fused) "
+        "every --every seconds with its latency. SOURCE: /dev/videoN (FFmpeg's v4l2), rtsp://, http://, udp://... "
+        "(whatever FFmpeg opens) or a file with --realtime. Frames are dropped rather than fall behind (and counted). "
+        "Exit status 0 when the source ends, 1 when it breaks, 2 when it cannot be opened.",
+    )
+    parser.add_argument("source", metavar="SOURCE")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder: rgb/ and/or flow/ (or one stream)")
+    parser.add_argument("--window", type=float, default=4.0, metavar="SECONDS", help="seconds per prediction (default 4)")
+    parser.add_argument("--every", type=float, default=1.0, metavar="SECONDS", help="between predictions (default 1)")
+    parser.add_argument("--segments", type=int, default=8, metavar="T", help="test segments per window (default 8)")
+    parser.add_argument("--topk", type=int, default=3, help="classes per stream in --json lines (default 3)")
+    parser.add_argument("--realtime", action="store_true", help="play a file at its real rate (needed for files)")
+    parser.add_argument("--reconnect", type=int, default=0, metavar="N", help="reopen a broken network source N times")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="a network source that sends nothing this long has ended (default 10)")
+    parser.add_argument("--fps", type=float, help="frame rate of a source that declares none")
+    parser.add_argument("--json", action="store_true", help="one JSON object per prediction on stdout")
+    parser.add_argument("--out", metavar="FILE", help="also write the predictions as JSON lines to FILE")
+    parser.add_argument("--max-predictions", type=int, metavar="N", help="stop after N predictions")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(run=_run_watch)
+
+
+def _run_watch(args) -> int:
+    from mateffnet.commands.watch import WatchOptions, run_watch
+
+    options = WatchOptions(window=args.window, every=args.every, segments=args.segments, topk=args.topk,
+                           realtime=args.realtime, reconnect=args.reconnect, timeout=args.timeout, fps=args.fps,
+                           json=args.json, out=args.out, max_predictions=args.max_predictions)
+    return run_watch(args.source, args.model, options, args.device)
+
+
+# ---------------------------------------------------------------------------------------- features
+
+
+def _add_features(sub) -> None:
+    parser = sub.add_parser(
+        "features", help="two-stream snippet features for temporal action localisation (ActionFormer layout)",
+        description="For every video under DATA (video files, or the packed videos of a store), one "
+        "OUT/<stream>/<video id>.npy of shape (snippets, D) float32 at a fixed frame stride, and OUT/<video id>.json "
+        "with the time of each row (the snippet's centre). Reruns skip finished videos; failures are reported in "
+        "OUT/report.json. See `mateffnet.commands.features` for the layout.",
+    )
+    parser.add_argument("data", metavar="DATA", help="folder of videos, or a packed store (mateffnet prepare --out)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder: rgb/ and/or flow/")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--stride", type=int, default=4, metavar="FRAMES", help="frames between snippets (default 4)")
+    parser.add_argument("--streams", nargs="+", default=["rgb", "flow"], choices=["rgb", "flow"])
+    parser.add_argument("--features", default="pooled", choices=["pooled", "attended"],
+                        help="pooled: the backbone's pooled features (default); attended: the 512-d tokens after Fc "
+                        "and self-attention over neighbouring snippets")
+    parser.add_argument("--concat", action="store_true", help="also write OUT/rgb_flow/<id>.npy ([rgb | flow])")
+    parser.add_argument("--batch", type=int, default=32, metavar="SNIPPETS", help="snippets per forward pass (default 32)")
+    parser.add_argument("--shard", metavar="I/N", help="every N-th video starting at I (default: torchrun's RANK/WORLD_SIZE)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_features)
+
+
+def _run_features(args) -> int:
+    from mateffnet.commands.features import FeatureOptions, extract_features
+    from mateffnet.data.prepare import parse_shard
+
+    options = FeatureOptions(stride=args.stride, streams=tuple(dict.fromkeys(args.streams)), features=args.features,
+                             concat=args.concat, batch=args.batch, shard=parse_shard(args.shard) if args.shard else None)
+    report = extract_features(args.data, args.model, args.out, options, args.device, progress=not args.no_progress)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
 _SUBCOMMANDS = [_add_demo, _add_prepare, _add_flow, _add_train, _add_evaluate, _add_reproduce, _add_predict, _add_explain,
-                _add_export, _add_env]
+                _add_export, _add_env, _add_timeline, _add_watch, _add_features]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,7 +106,7 @@ def test_two_torchrun_agents_as_two_nodes_on_loopback_give_the_one_process_weigh
     config = small_config(**{"train.epochs": 2})
     save_config(config, tmp_path / "config.yaml")
     train(config, tmp_path / "one", train_set=BrightnessClips(32), class_names=CLASSES, progress=False)
-    port, script = _free_port(), Path(__file__).resolve().parents[1] / "toydata.py"
+    port, script = _free_port(), Path(__file__).resolve().parents[1] / "helpers" / "toydata.py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
                                                         os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     agents = [subprocess.Popen(

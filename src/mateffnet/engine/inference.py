@@ -47,48 +47,86 @@ def decode_for(stream: StreamNet, video: str | Path) -> np.ndarray:
     return read_video(video, size=parse_size(str(size)) if size is not None else None)[0]
 
 
-def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: int, device: torch.device,
-                 flow_method: str | None = None, flow_params: dict | None = None, flow_batch: int | None = None) -> torch.Tensor:
-    """uint8 frames (N, H, W, 3) → the stream's test views (V, T, C, S, S) uint8 on `device`.
+def clip_positions(stream: StreamNet, num_frames: int, segments: int) -> torch.Tensor:
+    """The test positions of a clip of `num_frames` frames: RGB (T,) frame indices, flow (T, L) flow indices
+    (flow k: frame k → k+1), both counted from the clip's first frame."""
+    config = stream.config
+    if config.modality == "rgb":
+        return rgb_indices(num_frames, segments, train=False)
+    if num_frames < 2:
+        raise MateffnetError(f"a video of {num_frames} frame(s) has no optical flow (needs at least 2)")
+    return flow_indices(num_frames - 1, segments, config.flow_length, train=False)
+
+
+def default_flow_batch(device: torch.device) -> int:
+    """Frame pairs per flow call: big batches fill a GPU; on a CPU small ones stay in cache (several times faster)."""
+    return 256 if device.type == "cuda" else 4
+
+
+def flow_fields(first: np.ndarray, second: np.ndarray, stream: StreamNet, device: torch.device,
+                flow_method: str | None = None, flow_params: dict | None = None,
+                flow_batch: int | None = None) -> torch.Tensor:
+    """uint8 frame pairs (n, H, W, 3) → the stream's quantised flow fields (n, 2, H, W) uint8 on `device`.
 
     Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given."""
     config = stream.config
     if flow_method is None:
         flow_method, flow_params = config.flow_method, config.flow_params
-    if flow_batch is None:  # big batches fill a GPU; on a CPU small ones stay in cache (several times faster)
-        flow_batch = 256 if device.type == "cuda" else 4
-    count = len(frames)
-    if config.modality == "rgb":
-        picked = torch.from_numpy(frames[rgb_indices(count, segments, train=False).numpy()]).permute(0, 3, 1, 2)
-        clip = picked.to(device)
-    else:
-        if count < 2:
-            raise MateffnetError(f"a video of {count} frame(s) has no optical flow (needs at least 2)")
-        stacks = flow_indices(count - 1, segments, config.flow_length, train=False)  # (T, L)
-        needed, inverse = torch.unique(stacks.flatten(), return_inverse=True)
-        quantized = []
-        for start in range(0, len(needed), flow_batch):
-            chunk = needed[start:start + flow_batch].numpy()
-            first = torch.from_numpy(frames[chunk]).permute(0, 3, 1, 2).to(device)
-            second = torch.from_numpy(frames[chunk + 1]).permute(0, 3, 1, 2).to(device)
-            quantized.append(quantize_flow(compute_flow(first, second, method=flow_method, **(flow_params or {})),
-                                           config.flow_bound))
-        flows = torch.cat(quantized)[inverse]  # (T·L, 2, H, W), in stack order
-        clip = flows.view(segments, config.flow_length * 2, *flows.shape[-2:])  # interleaved x0, y0, x1, y1, …
+    flow_batch = flow_batch or default_flow_batch(device)
+    quantized = []
+    for start in range(0, len(first), flow_batch):
+        a = torch.from_numpy(first[start:start + flow_batch]).permute(0, 3, 1, 2).to(device)
+        b = torch.from_numpy(second[start:start + flow_batch]).permute(0, 3, 1, 2).to(device)
+        quantized.append(quantize_flow(compute_flow(a, b, method=flow_method, **(flow_params or {})), config.flow_bound))
+    return torch.cat(quantized)
+
+
+def flow_clip(flows: torch.Tensor, segments: int, flow_length: int) -> torch.Tensor:
+    """Quantised flows (T·L, 2, H, W) in stack order → a flow clip (T, 2L, H, W), interleaved x0, y0, x1, y1, …"""
+    return flows.reshape(segments, flow_length * 2, *flows.shape[-2:])
+
+
+def eval_views(clip: torch.Tensor, stream: StreamNet, crops: int) -> torch.Tensor:
+    """A clip (T, C, H, W) uint8 → the stream's test views (V, T, C, S, S), cropped as the evaluator crops."""
+    config = stream.config
     height, width = clip.shape[-2:]
-    views = [apply_crop(clip, crop, config.input_size, flow=config.modality == "flow")
-             for crop in eval_crops(height, width, config.input_size, crops)]
-    return torch.stack(views)
+    return torch.stack([apply_crop(clip, crop, config.input_size, flow=config.modality == "flow")
+                        for crop in eval_crops(height, width, config.input_size, crops)])
+
+
+def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: int, device: torch.device,
+                 flow_method: str | None = None, flow_params: dict | None = None, flow_batch: int | None = None) -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) → the stream's test views (V, T, C, S, S) uint8 on `device`.
+
+    Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given;
+    only the flow fields the sampled stacks need are computed, each once."""
+    config = stream.config
+    positions = clip_positions(stream, len(frames), segments)
+    if config.modality == "rgb":
+        clip = torch.from_numpy(frames[positions.numpy()]).permute(0, 3, 1, 2).to(device)
+    else:
+        needed, inverse = torch.unique(positions.flatten(), return_inverse=True)
+        chunk = needed.numpy()
+        flows = flow_fields(frames[chunk], frames[chunk + 1], stream, device, flow_method, flow_params, flow_batch)
+        clip = flow_clip(flows[inverse], segments, config.flow_length)
+    return eval_views(clip, stream, crops)
+
+
+def view_probabilities(stream: StreamNet, views: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Test views of B clips (B, V, T, C, S, S) → the stream's softmax averaged over the views, (B, classes)."""
+    batch, count = views.shape[:2]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = stream(views.flatten(0, 1))
+    return logits.float().softmax(-1).view(batch, count, -1).mean(1)
 
 
 def segment_frames(frames: np.ndarray, stream: StreamNet, segments: int) -> np.ndarray:
     """The RGB frame of each test segment (for flow: where its stack starts), centre view as the model sees
     it: uint8 (T, S, S, 3), to draw beside attention weights."""
     config = stream.config
-    if config.modality == "rgb":
-        index = rgb_indices(len(frames), segments, train=False)
-    else:
-        index = flow_indices(len(frames) - 1, segments, config.flow_length, train=False)[:, 0]
+    index = clip_positions(stream, len(frames), segments)
+    if config.modality == "flow":
+        index = index[:, 0]
     picked = torch.from_numpy(frames[index.numpy()]).permute(0, 3, 1, 2)
     (crop,) = eval_crops(*picked.shape[-2:], config.input_size, 1)
     return apply_crop(picked, crop, config.input_size, flow=False).permute(0, 2, 3, 1).numpy()
@@ -103,9 +141,7 @@ def predict_video(model: TwoStreamNet, frames: dict[str | None, np.ndarray], seg
     probabilities = {}
     for name, stream in model.streams.items():
         views = stream_views(frames[stream.config.frame_size], stream, segments, crops, device, flow_method, flow_params)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = stream(views)
-        probabilities[name] = logits.float().softmax(-1).mean(0)
+        probabilities[name] = view_probabilities(stream, views[None], device)[0]
     from mateffnet.models.twostream import fuse_probabilities
 
     probabilities["fused"] = fuse_probabilities(probabilities, model.weights)

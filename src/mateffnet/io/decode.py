@@ -312,3 +312,72 @@ def _one_line(error: BaseException) -> str:
     strerror = getattr(error, "strerror", None)
     text = (strerror if isinstance(strerror, str) and strerror else str(error)).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+# ------------------------------------------------------------------------------------ live sources
+
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://", "rtp://")
+
+
+def is_live_source(source: str) -> bool:
+    """A camera (/dev/videoN) or a network URL: frames come at the source's pace, not as fast as we read."""
+    return source.startswith("/dev/video") or source.lower().startswith(LIVE_PREFIXES)
+
+
+def open_source(source: str, timeout: float = 10.0):
+    """Open a file, a camera (`/dev/videoN`, FFmpeg's v4l2 input) or a network stream (whatever FFmpeg opens:
+    rtsp://, http://, udp://, ...) → (container, its best video stream). Network reads give up after
+    `timeout` seconds without data. Raises `VideoDecodeError` (reason "unreadable" or "no_video_stream")."""
+    av = _av()
+    options, container_format = {}, None
+    if source.startswith("/dev/video"):
+        container_format = "v4l2"
+    elif source.lower().startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = "tcp"
+    try:
+        container = open_container(source, format=container_format, options=options, timeout=(timeout, timeout))
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
+        raise VideoDecodeError(source, "unreadable", _one_line(error)) from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(source, "no_video_stream", "the source holds no video stream")
+    stream = container.streams.best("video")
+    stream.codec_context.thread_type = "AUTO"
+    return container, stream
+
+
+def source_rate(stream) -> float:
+    """Frames per second the stream declares (0.0 when it does not say)."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tuple[float, np.ndarray | None]]:
+    """(time in seconds, uint8 (H, W, 3) RGB at `size`) per decoded frame of an open source, in order.
+
+    `keep(time)` → False skips the frame's conversion (it is yielded as (time, None)): how a live reader
+    drops frames cheaply when it falls behind. Damaged packets are skipped; a broken connection raises
+    `VideoDecodeError` ("corrupt") with FFmpeg's message; the end of the source ends the iterator."""
+    av = _av()
+    reformatter = av.video.reformatter.VideoReformatter()
+    width = height = 0
+    fallback = 0.0
+    rate = source_rate(stream) or 25.0
+    try:
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except (av.FFmpegError, ValueError):
+                continue
+            for frame in decoded:
+                if not width:
+                    width, height = output_size(frame.width, frame.height, size)
+                moment = float(frame.time) if frame.time is not None else fallback
+                fallback = moment + 1.0 / rate
+                if keep is not None and not keep(moment):
+                    yield moment, None
+                    continue
+                yield moment, reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                                   interpolation="BILINEAR").to_ndarray()
+    except (av.FFmpegError, OSError) as error:
+        raise VideoDecodeError(getattr(container, "name", "source"), "corrupt", _one_line(error)) from None
