@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ import torch
 from mateffnet.data.flowcodec import encode_flow_planes
 from mateffnet.data.jpeg import decode_jpegs, encode_jpegs
 from mateffnet.data.store import PackedVideo, PackedVideoWriter, StoreError, store_path
+from mateffnet.errors import MateffnetError
 from mateffnet.flow import dequantize_flow, quantize_flow
 
 
@@ -143,3 +145,13 @@ def test_rgb_only_video(tmp_path):
     video = PackedVideo(path)
     assert video.num_flows == 0 and video.flow_bound is None
     assert torch.equal(video.read_rgb([1]), decode_jpegs([torch.frombuffer(bytearray(encode_jpegs(frames[:1], 95)[0]), dtype=torch.uint8)], gray=False))
+
+
+@pytest.mark.parametrize("video_id", ["../evil", "a/../../b", "/etc/passwd", "", "a//b", "./a", ".."])
+def test_store_path_refuses_ids_that_would_leave_the_store(tmp_path, video_id):
+    with pytest.raises(MateffnetError, match=f"video id '{re.escape(video_id)}' would put its packed file outside the store"):
+        store_path(tmp_path, video_id)
+
+
+def test_store_path_of_a_nested_id_is_inside_the_store(tmp_path):
+    assert store_path(tmp_path, "cls/v_x_g01_c01") == tmp_path / "cls/v_x_g01_c01.mfv"

@@ -54,7 +54,11 @@ class StoreError(MateffnetError):
 
 
 def store_path(store: str | os.PathLike, video_id: str) -> Path:
-    """Where the packed file of `video_id` lives in the store folder `store`."""
+    """Where the packed file of `video_id` lives in the store folder `store`: always inside it (an id
+    that is absolute, empty or has a '..' or '.' part is refused with one line naming it)."""
+    parts = video_id.split("/")
+    if not video_id or video_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise MateffnetError(f"video id {video_id!r} would put its packed file outside the store {store}; refused")
     return Path(store) / f"{video_id}{SUFFIX}"
 
 
