@@ -16,6 +16,11 @@ from mateffnet import __version__
 from mateffnet.errors import MateffnetError
 
 
+def _check_at_least(option: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise MateffnetError(f"{option} must be at least {low}, got {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mateffnet",
@@ -149,6 +154,9 @@ def _run_train(args) -> int:
         print(describe_plan(config, out))
         return 0
     from mateffnet.engine.train import train
+    from mateffnet.fileio import output_folder
+
+    output_folder(out)
 
     result = train(config, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -191,7 +199,12 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> int:
     from mateffnet.engine import evaluate as ev
+    from mateffnet.fileio import output_folder
 
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--batch-size", args.batch_size, 1)
+    _check_at_least("--workers", args.workers, 0)
+    output_folder(args.out)
     weights = tuple(args.fusion_weights)
     if args.scores:
         ids, labels, class_names, scores = ev.load_scores(args.scores)
@@ -317,8 +330,8 @@ def _add_explain(sub) -> None:
 def _run_explain(args) -> int:
     from mateffnet.viz.explain import explain_video
 
-    if args.segments is not None and args.segments < 1:
-        raise MateffnetError(f"--segments must be at least 1, got {args.segments}")
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--topk", args.topk, 1)
     result = explain_video(args.video, args.model, args.out, segments=args.segments, flow_method=args.flow_method,
                            device=args.device, topk=args.topk)
     for stream, top in result.predictions.items():
@@ -404,6 +417,8 @@ def _run_predict(args) -> int:
     from mateffnet.inference import predict
     from mateffnet.models import TwoStreamNet
 
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--topk", args.topk, 1)
     device = resolve_device(args.device)
     model = TwoStreamNet.from_pretrained(args.model, map_location=device)
     if args.fusion_weights:
@@ -462,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except MateffnetError as error:
         print(f"mateffnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        from mateffnet.fileio import WRITE_ERRNOS, os_error_line
+
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        print(f"mateffnet {args.command}: error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mateffnet {args.command}: interrupted", file=sys.stderr)

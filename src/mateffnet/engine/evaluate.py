@@ -116,11 +116,10 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
     import io
 
     from mateffnet.engine.metrics import classification_metrics
-    from mateffnet.fileio import atomic_write_json, atomic_write_text
+    from mateffnet.fileio import atomic_write_json, atomic_write_text, output_folder
     from mateffnet.viz.plots import plot_confusion_matrix
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir)
     class_names = results["class_names"]
     weights = (results["fusion_weights"]["rgb"], results["fusion_weights"]["flow"])
     atomic_write_json(out_dir / "metrics.json", results)

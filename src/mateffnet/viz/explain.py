@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_write_json
+from mateffnet.fileio import atomic_write_json, output_folder
 from mateffnet.models import TwoStreamNet, fuse_probabilities
 from mateffnet.viz.attention import plot_segment_attention, plot_spatiotemporal_attention, run_attention
 
@@ -38,7 +38,7 @@ def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path,
     """Write `out_dir/<video stem>_<stream>_attention.png` per stream and `out_dir/explain.json`."""
     from mateffnet.inference import decode_for, segment_frames, stream_views
 
-    video, out_dir = Path(video), Path(out_dir)
+    video, out_dir = Path(video), output_folder(out_dir)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=device)
     segments = segments or next(iter(model.streams.values())).config.num_segments
     clips, frames, labels = {}, {}, {}
