@@ -4,7 +4,7 @@ out/checkpoints/epoch_0007/ holds a model folder (config.json, model.safetensors
 (optimizer, scheduler, grad scaler, epoch, metric history, RNG states). It is written under a temporary
 name and renamed when complete, so a folder named epoch_* is always whole; `out/last` is a symbolic link
 to the newest one, replaced atomically. `out/best` is the model folder with the best validation top-1,
-swapped in the same way. Training state is read with `torch.load(weights_only=True)`: no code runs.
+swapped in the same way (with its checksums.json too). Training state is read with `torch.load(weights_only=True)`: no code runs.
 
 Each checkpoint folder also holds checksums.json (SHA-256 of every other file in it); loading a
 checkpoint checks them first, so a truncated or bit-flipped file is refused with one line naming it
@@ -15,8 +15,6 @@ and `best` as they were.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import re
@@ -27,10 +25,9 @@ import numpy as np
 import torch
 
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_write_json, os_error_line
+from mateffnet.fileio import CHECKSUM_FILE, os_error_line, verify_checksums, write_checksums
 
 STATE_FILE = "train_state.pt"
-CHECKSUM_FILE = "checksums.json"
 _EPOCH_DIR = re.compile(r"epoch_(\d{4,})")
 
 
@@ -64,6 +61,7 @@ def save_best(out_dir: Path, model) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
+        write_checksums(tmp)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = f"the previous {best} is kept" if best.exists() else "no best model was kept"
@@ -93,44 +91,6 @@ def load_train_state(folder: Path) -> dict:
             f"{path}: refused: not a training state this mateffnet wrote (it holds objects other than tensors "
             f"and plain values, or it is damaged: {type(error).__name__}); nothing in it was run"
         ) from None
-
-
-def write_checksums(folder: Path) -> None:
-    """checksums.json: SHA-256 of every file in `folder` (not in subfolders)."""
-    folder = Path(folder)
-    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
-    atomic_write_json(folder / CHECKSUM_FILE, {"sha256": sums})
-
-
-def verify_checksums(folder: Path) -> None:
-    """Raise a one-line MateffnetError naming the first file of `folder` that is missing or differs from
-    checksums.json; a folder without checksums.json (older checkpoints) passes."""
-    folder = Path(folder)
-    listing = folder / CHECKSUM_FILE
-    if not listing.is_file():
-        return
-    try:
-        sums = json.loads(listing.read_text())["sha256"]
-        items = sorted(sums.items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise MateffnetError(f"{listing}: unreadable checksums; the checkpoint cannot be trusted") from None
-    for name, expected in items:
-        path = folder / name
-        if not path.is_file():
-            raise MateffnetError(f"{path}: missing from the checkpoint (listed in {CHECKSUM_FILE})")
-        if _sha256(path) != expected:
-            raise MateffnetError(
-                f"{path}: damaged (its SHA-256 differs from {CHECKSUM_FILE}: truncated or changed since it was "
-                "written); resume from another checkpoint or train afresh"
-            )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _epoch_dirs(folder: Path) -> list[Path]:
