@@ -155,3 +155,57 @@ def test_store_path_refuses_ids_that_would_leave_the_store(tmp_path, video_id):
 
 def test_store_path_of_a_nested_id_is_inside_the_store(tmp_path):
     assert store_path(tmp_path, "cls/v_x_g01_c01") == tmp_path / "cls/v_x_g01_c01.mfv"
+
+
+# ------------------------------------------------------------------------ damaged files (issue 18)
+
+
+def _flip_inside_image(path, row, count=8):
+    video = PackedVideo(path)
+    offset, length = (int(v) for v in video._index[row])
+    data = bytearray(path.read_bytes())
+    start = offset + length // 2
+    data[start : start + count] = bytes(b ^ 0x5A for b in data[start : start + count])
+    path.write_bytes(bytes(data))
+
+
+def test_every_image_carries_a_checksum_and_a_flipped_byte_is_named_on_read(tmp_path):
+    path = tmp_path / "v.mfv"
+    _write_sample(path)
+    video = PackedVideo(path)
+    assert len(video.meta["image_crc32"]) == video.num_frames + 2 * video.num_flows
+    _flip_inside_image(path, 2)
+    video = PackedVideo(path)  # the structure is intact: opening still works
+    video.read_rgb([0, 1])  # undamaged images still read
+    with pytest.raises(StoreError, match=rf"{path}: bad packed video file: RGB frame 2 is damaged \(checksum mismatch\)"):
+        video.read_rgb([1, 2])
+    _flip_inside_image(path, video.num_frames + 1)
+    with pytest.raises(StoreError, match=r"flow 0 \(y\) is damaged"):
+        PackedVideo(path).read_flow([0])
+    with pytest.raises(StoreError, match="checksum of the images does not match"):
+        PackedVideo(path).verify(deep=True)
+
+
+def test_a_file_written_before_image_checksums_still_reads(tmp_path):
+    import json
+    import struct
+    import zlib
+
+    path = tmp_path / "old.mfv"
+    _write_sample(path)
+    video = PackedVideo(path)
+    expected = video.read_rgb(range(video.num_frames))
+    # rewrite meta without image_crc32, as the format was before
+    data = path.read_bytes()
+    footer = data[-40:]
+    meta_offset, meta_length, count, _, payload_crc, end = struct.unpack("<QQQII8s", footer)
+    meta = json.loads(data[meta_offset : meta_offset + meta_length])
+    del meta["image_crc32"]
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    index = data[meta_offset + meta_length : -40]
+    footer = struct.pack("<QQQII8s", meta_offset, len(meta_bytes), count, zlib.crc32(index, zlib.crc32(meta_bytes)),
+                         payload_crc, end)
+    path.write_bytes(data[:meta_offset] + meta_bytes + index + footer)
+    old = PackedVideo(path)
+    assert "image_crc32" not in old.meta
+    assert torch.equal(old.read_rgb(range(old.num_frames)), expected)

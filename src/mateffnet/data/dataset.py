@@ -29,7 +29,7 @@ from mateffnet.data.annotations import VideoItem, missing_summary
 from mateffnet.data.jpeg import decode_jpeg_list
 from mateffnet.data.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
-from mateffnet.data.store import PackedVideo, store_path
+from mateffnet.data.store import REDO_HINT, PackedVideo, StoreError, store_path
 from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, negate_flow_x, train_crop
 from mateffnet.errors import MateffnetError
 
@@ -214,7 +214,15 @@ class VideoDataset(torch.utils.data.Dataset):
         return self.write(key)
 
     def write(self, key: int | SampleKey, out: torch.Tensor | None = None):
-        """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given."""
+        """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given.
+        A damaged packed file is a StoreError naming the file, the video and the fix."""
+        try:
+            return self._write(key, out)
+        except StoreError as error:
+            index = key.index if isinstance(key, SampleKey) else key
+            raise StoreError(f"{error} (video {self.items[index].video_id}); {REDO_HINT}") from None
+
+    def _write(self, key: int | SampleKey, out: torch.Tensor | None = None):
         index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (key, self.epoch)
         item, video = self.items[index], open_video(self.paths[index], self.flow_bound)
         generator = self._generator(index, epoch)
