@@ -109,3 +109,11 @@ def test_on_cuda_the_graphed_training_step_gives_the_eager_runs_weights(tmp_path
     eager, graphed = final_weights(tmp_path / "eager"), final_weights(tmp_path / "graphed")
     for key in eager:
         torch.testing.assert_close(graphed[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_no_progress_hides_the_validation_bar_too(tmp_path, capsys):
+    config = small_config(**{"train.epochs": 1})
+    train(config, tmp_path, train_set=BrightnessClips(16), val_set=BrightnessClips(16, views=1), class_names=CLASSES,
+          progress=False)
+    captured = capsys.readouterr()
+    assert "validate" not in captured.err and "it/s" not in captured.err
