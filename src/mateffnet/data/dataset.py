@@ -220,7 +220,10 @@ class VideoDataset(torch.utils.data.Dataset):
             return self._write(key, out)
         except StoreError as error:
             index = key.index if isinstance(key, SampleKey) else key
-            raise StoreError(f"{error} (video {self.items[index].video_id}); {REDO_HINT}") from None
+            detail = f"(video {self.items[index].video_id}); {REDO_HINT}"
+            if error.problem is None:
+                raise StoreError(f"{error} {detail}") from None
+            raise StoreError(error.path, f"{error.problem} {detail}") from None
 
     def _write(self, key: int | SampleKey, out: torch.Tensor | None = None):
         index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (key, self.epoch)
