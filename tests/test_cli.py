@@ -263,3 +263,24 @@ def test_predict_refuses_a_packed_file_and_still_reports_the_videos(world):
                      "--device", "cpu", "--segments", "2", check_status=1)
     assert "a.mfv: a packed file of a prepared store, not a video; score stores with mateffnet evaluate" in error_line(done)
     assert "b.mp4" in done.stdout and "fused" in done.stdout
+
+
+def test_evaluate_can_skip_damaged_files_and_says_so_beside_the_numbers(world, tmp_path):
+    import json
+    import shutil
+
+    from mateffnet.data.store import PackedVideo
+
+    store = Path(shutil.copytree(world / "store", tmp_path / "store"))
+    path = store / "c1/b.mfv"
+    data = bytearray(path.read_bytes())
+    for offset, length in PackedVideo(path)._index.tolist():
+        data[offset + length // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    done = mateffnet("evaluate", "--model", world / "model", "--data", store, "--videos", world / "src", "--out",
+                     tmp_path / "eval", "--device", "cpu", "--workers", "1", "--segments", "2", "--crops", "1",
+                     "--no-progress", "--damaged", "skip", check_status=0)
+    assert "(1 videos;" in done.stdout
+    assert "NOTE: these numbers leave out 1 video(s) whose packed files are damaged: c1/b" in done.stdout
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics["videos"] == 1 and metrics["damaged_videos"] == ["c1/b"]

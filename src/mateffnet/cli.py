@@ -193,6 +193,9 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default: evaluation)")
+    parser.add_argument("--damaged", default="stop", choices=["stop", "skip"],
+                        help="a damaged packed file: stop with its name (default), or skip its video, "
+                        "naming and counting it beside the numbers")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_run_evaluate)
 
@@ -234,7 +237,7 @@ def _run_evaluate(args) -> int:
                       store=args.data, annotations=args.annotations, split=args.split, videos=args.videos,
                       classes=args.classes)
     results = ev.evaluate_streams(data, models, args.out, weights, args.segments, args.crops, args.batch_size,
-                                  args.device, args.workers, progress=not args.no_progress)
+                                  args.device, args.workers, progress=not args.no_progress, damaged=args.damaged)
     print(ev.format_summary(results))
     print(f"written to {args.out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
     return 0

@@ -34,6 +34,8 @@ from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, 
 from mateffnet.errors import MateffnetError
 
 log = logging.getLogger("mateffnet")
+DAMAGED_POLICIES = ("stop", "skip")
+DAMAGED_LABEL = -2  # the label of a sample whose packed file is damaged, under damaged="skip"
 
 
 def locate_video(root: str | os.PathLike, video_id: str) -> Path | None:
@@ -153,6 +155,7 @@ class VideoDataset(torch.utils.data.Dataset):
         flow_bound: float = 20.0,
         scales: Sequence[float] = TSN_SCALES,
         seed: int = 0,
+        damaged: str = "stop",
     ):
         if modality not in ("rgb", "flow"):
             raise MateffnetError(f"unknown modality {modality!r}; expected 'rgb' or 'flow'")
@@ -160,6 +163,9 @@ class VideoDataset(torch.utils.data.Dataset):
             raise MateffnetError(f"unknown training crop {train_crop!r}; expected 'random' or 'multiscale'")
         if num_crops not in (1, 3, 10):
             raise MateffnetError(f"number of test crops must be 1, 3 or 10, got {num_crops}")
+        if damaged not in DAMAGED_POLICIES or (damaged == "skip" and (train or defer_decode)):
+            raise MateffnetError(f"damaged={damaged!r}: expected 'stop', or 'skip' for test sets decoded by the workers")
+        self.damaged = damaged
         self.root = Path(root)
         self.modality, self.num_segments, self.flow_length = modality, num_segments, flow_length
         self.train, self.input_size, self.train_crop, self.flip = train, input_size, train_crop, flip
@@ -215,11 +221,16 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def write(self, key: int | SampleKey, out: torch.Tensor | None = None):
         """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given.
-        A damaged packed file is a StoreError naming the file, the video and the fix."""
+        A damaged packed file is a StoreError naming the file, the video and the fix; with damaged="skip"
+        its sample is blank with label DAMAGED_LABEL, for the evaluator to leave out and count."""
         try:
             return self._write(key, out)
         except StoreError as error:
             index = key.index if isinstance(key, SampleKey) else key
+            if self.damaged == "skip":
+                log.warning("%s (video %s): left out", error, self.items[index].video_id)
+                blank = torch.zeros(self.sample_shape, dtype=torch.uint8)
+                return (blank if out is None else out.copy_(blank)), DAMAGED_LABEL
             detail = f"(video {self.items[index].video_id}); {REDO_HINT}"
             if error.problem is None:
                 raise StoreError(f"{error} {detail}") from None

@@ -82,6 +82,11 @@ def format_summary(results: dict) -> str:
              f"top-1/top-5 = video accuracy, mean class = mean of per-class top-1)"]
     for name, m in results["streams"].items():
         lines.append(f"{name:<8} {100 * m['top1']:>6.2f}% {100 * m['top5']:>6.2f}% {100 * m['mean_class']:>10.2f}%")
+    damaged = results.get("damaged_videos") or []
+    if damaged:
+        shown = ", ".join(damaged[:5]) + (f", … ({len(damaged) - 5} more)" if len(damaged) > 5 else "")
+        lines.append(f"NOTE: these numbers leave out {len(damaged)} video(s) whose packed files are damaged: {shown} "
+                     "(redo them with mateffnet prepare ... --verify)")
     return "\n".join(lines)
 
 
@@ -158,12 +163,14 @@ def evaluation_items(data) -> tuple[list[str], list]:
 def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, float] = (1.0, 1.0),
                      segments: int | None = None, crops: int | None = None, batch_size: int = 2,
                      device: str = "auto", workers: int | None = None, progress: bool = True,
-                     title: str = "evaluation") -> dict:
+                     title: str = "evaluation", damaged: str = "stop") -> dict:
     """Score each stream's model folder on the test videos of `data` (a DataConfig), fuse, write outputs.
 
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
+    A damaged packed file stops the evaluation with one line naming it (`damaged="stop"`), or with
+    `damaged="skip"` its video is left out, named in the result's "damaged_videos" and the summary.
     """
-    from mateffnet.data.dataset import VideoDataset
+    from mateffnet.data.dataset import DAMAGED_LABEL, VideoDataset
     from mateffnet.engine.setup import decodes_on_gpu
     from mateffnet.engine.train import make_eval_loader, resolve_precision
     from mateffnet.errors import MateffnetError
@@ -181,25 +188,32 @@ def evaluate_streams(data, model_dirs: dict, out_dir, weights: tuple[float, floa
                 f"{data.format} annotations ({data.annotations})"
             )
         precision = resolve_precision("auto", ctx.device)
-        per_stream, labels_by_id = {}, {}
+        per_stream, labels_by_id, damaged_ids = {}, {}, set()
         for name, model in streams.items():
             config = model.config
             dataset = VideoDataset(items, data.path(data.store), config.modality,
                                    num_segments=segments or data.test_segments, flow_length=config.flow_length,
                                    train=False, input_size=config.input_size, num_crops=crops or data.test_crops,
-                                   defer_decode=decodes_on_gpu(data, ctx.device), flow_bound=config.flow_bound)
+                                   defer_decode=decodes_on_gpu(data, ctx.device) and damaged == "stop",
+                                   flow_bound=config.flow_bound, damaged=damaged)
             if len(dataset) == 0:
                 raise MateffnetError(f"none of the {len(items)} test videos is prepared in {data.path(data.store)}")
             loader = make_eval_loader(dataset, batch_size, workers, ctx)
             indices, scores, labels = collect_scores(model, loader, ctx, precision, desc=f"evaluate {name}",
                                                      progress=progress)
             ids = [dataset.items[i].video_id for i in indices]
+            damaged_ids.update(v for v, label in zip(ids, labels.tolist()) if label == DAMAGED_LABEL)
             per_stream[name] = dict(zip(ids, scores))
             labels_by_id.update(zip(ids, labels.tolist()))
-        video_ids = sorted(set.intersection(*(set(s) for s in per_stream.values())))
+        video_ids = sorted(set.intersection(*(set(s) for s in per_stream.values())) - damaged_ids)
+        if damaged_ids and not video_ids:
+            raise MateffnetError(f"every one of the {len(damaged_ids)} test videos' packed files is damaged; "
+                                 "redo them with mateffnet prepare ... --verify")
         scores = {name: np.stack([s[v] for v in video_ids]) for name, s in per_stream.items()}
         labels = np.array([labels_by_id[v] for v in video_ids], dtype=np.int64)
         results = summarize(scores, labels, class_names, pair.weights, title)
+        if damaged_ids:
+            results["damaged_videos"] = sorted(damaged_ids)
         if ctx.is_main:
             write_outputs(Path(out_dir), results, scores, labels, video_ids)
         return results
