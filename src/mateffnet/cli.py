@@ -29,6 +29,11 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, cuda or cuda:N")
 
 
+def _check_at_least(option: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise MateffnetError(f"{option} must be at least {low}, got {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mateffnet",
@@ -173,11 +178,17 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
     parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default: evaluation)")
+    parser.add_argument("--damaged", default="stop", choices=["stop", "skip"],
+                        help="a damaged packed file: stop with its name (default), or skip its video, "
+                        "naming and counting it beside the numbers")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--batch-size", args.batch_size, 1)
+    _check_at_least("--workers", args.workers, 0)
     from mateffnet.commands import evaluate
 
     return evaluate.run(
@@ -185,6 +196,7 @@ def _run_evaluate(args) -> int:
         annotations=args.annotations, split=args.split, videos=args.videos, classes=args.classes,
         segments=args.segments, crops=args.crops, fusion_weights=args.fusion_weights, batch_size=args.batch_size,
         workers=args.workers, device=args.device, out=args.out, progress=not args.no_progress,
+        damaged=args.damaged,
     )
 
 
@@ -268,6 +280,8 @@ def _add_explain(sub) -> None:
 def _run_explain(args) -> int:
     from mateffnet.commands import explain
 
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--topk", args.topk, 1)
     return explain.run(args.video, args.model, args.out, segments=args.segments, flow_method=args.flow_method,
                        device=args.device, topk=args.topk)
 
@@ -335,6 +349,8 @@ def _add_predict(sub) -> None:
 def _run_predict(args) -> int:
     from mateffnet.commands import predict
 
+    _check_at_least("--segments", args.segments, 1)
+    _check_at_least("--topk", args.topk, 1)
     return predict.run(args.videos, model=args.model, topk=args.topk, json_lines=args.json, segments=args.segments,
                        crops=args.crops, fusion_weights=args.fusion_weights, device=args.device)
 
@@ -491,7 +507,7 @@ def _add_features(sub) -> None:
 
 def _run_features(args) -> int:
     from mateffnet.commands.features import FeatureOptions, extract_features
-    from mateffnet.data.prepare import parse_shard
+    from mateffnet.prepare.options import parse_shard
 
     options = FeatureOptions(stride=args.stride, streams=tuple(dict.fromkeys(args.streams)), features=args.features,
                              concat=args.concat, batch=args.batch, shard=parse_shard(args.shard) if args.shard else None)
@@ -511,6 +527,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except MateffnetError as error:
         print(f"mateffnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        from mateffnet.fileio import WRITE_ERRNOS, os_error_line
+
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        print(f"mateffnet {args.command}: error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mateffnet {args.command}: interrupted", file=sys.stderr)

@@ -4,15 +4,41 @@ Everything the package writes that another step reads back (packed videos, check
 folders, reports) goes through `atomic_path`: the content is written to a temporary name in the
 same folder and renamed into place only once it is complete. A rename within one filesystem is
 atomic, so a reader sees either the old file or the whole new one.
+
+Output folders are opened in one place, `output_folder`: it creates the folder, proves it writable,
+and reports what the operating system refused (EACCES, EROFS, ENOSPC, EEXIST, ENOTDIR, ...) as one
+line naming the path (`os_error_line`), as a `MateffnetError`.
+
+A folder whose files must be read back exactly (a checkpoint) lists their SHA-256 in checksums.json
+(`write_checksums`); `verify_checksums` names the first file that is missing or differs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from mateffnet.errors import MateffnetError
+
+# What each write error means to a user, and what to do about it.
+_WRITE_ERRORS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device; free some space",
+    errno.EDQUOT: "disk quota exceeded; free some space",
+    errno.EEXIST: "exists and is not a folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.ENAMETOOLONG: "name too long",
+}
+WRITE_ERRNOS = frozenset(_WRITE_ERRORS)
+CHECKSUM_FILE = "checksums.json"
 
 
 def _current_umask() -> int:
@@ -64,3 +90,65 @@ def remove_temporaries(path: str | os.PathLike) -> None:
     if path.parent.is_dir():
         for leftover in path.parent.glob(f".{path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)
+
+
+def os_error_line(error: OSError, path: str | os.PathLike | None = None) -> str:
+    """One line for a refused file operation: '<path>: no space left on device; free some space (ENOSPC)'."""
+    where = error.filename if error.filename is not None else path
+    code = errno.errorcode.get(error.errno, "")
+    meaning = _WRITE_ERRORS.get(error.errno, (error.strerror or str(error)).lower())
+    return f"{where}: {meaning}" + (f" ({code})" if code else "")
+
+
+def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create the output folder `path` (and its parents) if needed and prove that a file can be
+    written in it; else raise a MateffnetError naming `what`, the path and the reason."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise MateffnetError(f"{what} {os_error_line(error, path)}; cannot write the output there") from None
+    return path
+
+
+def write_checksums(folder: Path) -> None:
+    """checksums.json: SHA-256 of every file in `folder` (not in subfolders)."""
+    folder = Path(folder)
+    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
+    atomic_write_json(folder / CHECKSUM_FILE, {"sha256": sums})
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise a one-line MateffnetError naming the first file of `folder` that is missing or differs from
+    checksums.json; a folder without checksums.json (older checkpoints) passes."""
+    folder = Path(folder)
+    listing = folder / CHECKSUM_FILE
+    if not listing.is_file():
+        return
+    try:
+        sums = json.loads(listing.read_text())["sha256"]
+        items = sorted(sums.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise MateffnetError(f"{listing}: unreadable checksums; the checkpoint cannot be trusted") from None
+    for name, expected in items:
+        path = folder / name
+        if not path.is_file():
+            raise MateffnetError(f"{path}: missing from the checkpoint (listed in {CHECKSUM_FILE})")
+        if _sha256(path) != expected:
+            raise MateffnetError(
+                f"{path}: damaged (its SHA-256 differs from {CHECKSUM_FILE}: truncated or changed since it was "
+                "written); resume from another checkpoint or train afresh"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -113,7 +113,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_redoes_nothing(clips, synthet
 
 def test_a_packed_store_gives_the_features_of_its_videos_with_the_stored_flow(synthetic_model, long_synthetic_video,
                                                                              tmp_path):
-    from mateffnet.data.prepare import PrepareOptions, prepare_dataset
+    from mateffnet.prepare.job import PrepareOptions, prepare_dataset
     from mateffnet.data.synthetic import write_video
 
     frames, _ = read_video(long_synthetic_video, max_frames=40)

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from browser import needs_chromium, screenshot
+from tests.helpers.browser import needs_chromium, screenshot
 from matplotlib.image import imread
 from tests.helpers.synthetic_actions import FPS, SECONDS_PER_ACTION, SEQUENCE, one_thread
 

@@ -129,3 +129,43 @@ def test_on_cuda_the_ring_is_pinned_and_gives_the_plain_batches(store):
     for epoch in range(2):
         for (clips, labels), (want, want_labels) in zip(_epoch(ring, epoch), _epoch(plain, epoch), strict=True):
             assert clips.is_cuda and torch.equal(clips, want) and torch.equal(labels, want_labels)
+
+
+# ------------------------------------------------------------------------ damaged packed files (issue 18)
+
+
+def _damage(path, how):
+    from mateffnet.io.store import PackedVideo
+
+    data = bytearray(path.read_bytes())
+    if how == "footer":
+        data[-40:] = bytes(40)
+    else:  # bytes flipped in the middle of every stored image
+        for offset, length in PackedVideo(path)._index.tolist():
+            data[offset + length // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how, problem", [("jpeg", r"RGB frame \d+ is damaged \(checksum mismatch\)"),
+                                          ("footer", r"no footer")])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_packed_file_stops_the_loader_with_one_line_naming_file_video_and_fix(store, how, problem, workers):
+    import gc
+    import multiprocessing
+
+    from mateffnet.io.store import StoreError
+
+    _damage(store / "b/short.mfv", how)
+    test = VideoDataset(ITEMS, store, "rgb", num_segments=2, train=False, num_crops=1, input_size=32)
+    with pytest.raises(StoreError) as error:
+        list(make_loader(test, batch_size=1, workers=workers))
+    message = str(error.value)
+    del error  # its traceback holds the loader (and its workers), as a caught error in the CLI does not
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"{store / 'b/short.mfv'}: bad packed video file: ")
+    assert __import__("re").search(problem, message)
+    assert message.endswith("(video b/short); redo it with mateffnet prepare (the same arguments) and --verify")
+    gc.collect()
+    for child in multiprocessing.active_children():
+        child.join(timeout=10)
+    assert not multiprocessing.active_children()  # no worker left running

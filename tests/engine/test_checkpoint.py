@@ -35,7 +35,10 @@ def test_a_checkpoint_folder_without_its_state_file_is_not_resumed_from(tmp_path
 def test_a_damaged_state_file_is_named_in_the_error(tmp_path, model):
     folder = save_checkpoint(tmp_path, 1, model, {"epoch": 1})
     (folder / "train_state.pt").write_bytes(b"not a torch file")
-    with pytest.raises(MateffnetError, match="train_state.pt: unreadable training state"):
+    with pytest.raises(MateffnetError, match="train_state.pt: damaged"):
+        load_train_state(folder)
+    (folder / "checksums.json").unlink()  # as checkpoints were before they carried checksums
+    with pytest.raises(MateffnetError, match="train_state.pt: refused: not a training state this mateffnet wrote"):
         load_train_state(folder)
 
 

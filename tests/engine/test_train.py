@@ -161,3 +161,11 @@ def test_on_cuda_training_compiles_and_graphs_the_step_by_default_and_says_so(tm
         torch.testing.assert_close(default[key], graph[key], rtol=5e-3, atol=5e-4, msg=key)
     assert [r["train_loss"] for r in results["default"].history] == pytest.approx(
         [r["train_loss"] for r in results["graph"].history], rel=1e-3)
+
+
+def test_no_progress_hides_the_validation_bar_too(tmp_path, capsys):
+    config = small_config(**{"train.epochs": 1})
+    train(config, tmp_path, train_set=BrightnessClips(16), val_set=BrightnessClips(16, views=1), class_names=CLASSES,
+          progress=False)
+    captured = capsys.readouterr()
+    assert "validate" not in captured.err and "it/s" not in captured.err

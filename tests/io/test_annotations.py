@@ -189,3 +189,139 @@ def test_hmdb51_without_class_list_sorts_names(tmp_path, hmdb_splits):
         (tmp_path / f.name).write_bytes(f.read_bytes())
     ann = hmdb51(tmp_path, tmp_path, 1)
     assert ann.classes == sorted(ann.classes) and len(ann.classes) == 51
+
+
+# ------------------------------------------------------------------ hostile and poor annotations (issue 18)
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+@pytest.mark.parametrize("entry", ["../outside/victim.mp4 1", "../../../../etc/passwd 0", "a/../../x.mp4 0"])
+def test_a_list_entry_that_climbs_out_of_the_source_is_refused_naming_it(tmp_path, entry):
+    listing = tmp_path / "src" / "list.txt"
+    _touch(tmp_path / "outside/victim.mp4")
+    listing.parent.mkdir()
+    listing.write_text(f"ok.mp4 0\n{entry}\n")
+    with pytest.raises(MateffnetError, match=f"list.txt:2: entry '{entry.split()[0]}' climbs out of the source folder"):
+        video_list(listing)
+
+
+def test_a_list_entry_with_dotdot_that_stays_inside_is_accepted(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/../b/x.mp4 0\n")
+    (item,) = video_list(listing).items()
+    assert item.path == tmp_path / "a/../b/x.mp4"
+
+
+def test_an_absolute_list_entry_is_read_but_its_id_is_its_file_name(tmp_path):
+    outside = _touch(tmp_path / "elsewhere" / "clip.mp4")
+    listing = tmp_path / "src" / "list.txt"
+    listing.parent.mkdir()
+    listing.write_text(f"{outside} 1\n")
+    (item,) = video_list(listing).items()
+    assert item.path == outside and item.video_id == "clip"
+
+
+def test_an_hmdb51_entry_that_climbs_out_is_refused(tmp_path):
+    (tmp_path / "wave_test_split1.txt").write_text("ok.avi 1\n../../escaped.avi 2\n")
+    with pytest.raises(MateffnetError, match=r"wave_test_split1.txt:2: entry 'wave/../../escaped.avi' climbs out"):
+        hmdb51(tmp_path / "videos", tmp_path, 1)
+
+
+def test_a_ucf101_entry_that_climbs_out_is_refused(tmp_path):
+    (tmp_path / "classInd.txt").write_text("1 Archery\n")
+    (tmp_path / "trainlist01.txt").write_text("../../evil.avi 1\n")
+    (tmp_path / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+    with pytest.raises(MateffnetError, match=r"trainlist01.txt:1: entry '../../evil.avi' climbs out"):
+        ucf101(tmp_path / "videos", tmp_path, 1)
+
+
+@pytest.mark.parametrize("youtube_id", ["../evil", "a/b", ".hidden", ""])
+def test_a_kinetics_youtube_id_with_a_path_in_it_is_refused(tmp_path, youtube_id):
+    csv_file = tmp_path / "val.csv"
+    csv_file.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,ok,0,10,val\nabseiling,{youtube_id},0,10,val\n")
+    with pytest.raises(MateffnetError, match=f"val.csv:3: youtube_id '{youtube_id}' is not a video id"):
+        kinetics400(tmp_path, csv_file)
+
+
+def test_two_kinetics_rows_of_one_video_are_refused(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,dup,0,10,train\n")
+    (folder / "validate.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,dup,0,10,val\n")
+    with pytest.raises(MateffnetError, match="csv: video dup_000000_000010 is listed twice"):
+        kinetics400(tmp_path, folder)
+
+
+def test_two_files_of_one_id_in_class_folders_are_refused(tmp_path):
+    _touch(tmp_path / "c/a.mp4")
+    _touch(tmp_path / "c/a.avi")
+    with pytest.raises(MateffnetError, match=r"two videos would share the packed file c/a: .*c/a.avi and .*c/a.mp4"):
+        folders(tmp_path)
+
+
+def test_two_different_files_of_one_name_in_a_list_are_not_called_listed_twice(tmp_path):
+    one, two = _touch(tmp_path / "d1/x.mp4"), _touch(tmp_path / "d2/x.mp4")
+    listing = tmp_path / "src" / "list.txt"
+    listing.parent.mkdir()
+    listing.write_text(f"{one} 0\n{two} 1\n")
+    with pytest.raises(MateffnetError, match=r"two videos would share the packed file x: .*d1/x.mp4 and .*d2/x.mp4"):
+        video_list(listing)
+
+
+def test_a_folder_link_loop_is_walked_once_with_a_warning(tmp_path):
+    _touch(tmp_path / "cls/v.mp4")
+    (tmp_path / "cls/loop").symlink_to(".")
+    with pytest.warns(UserWarning, match="cls/loop: a folder link leads back to a folder already walked"):
+        ann = folders(tmp_path)
+    assert [item.video_id for item in ann.items()] == ["cls/v"]
+    assert ann.classes == ["cls"]
+
+
+def test_a_folder_link_to_another_folder_is_still_followed(tmp_path):
+    _touch(tmp_path / "real/cls/v.mp4")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/cls").symlink_to(tmp_path / "real/cls")
+    assert [item.video_id for item in folders(tmp_path / "src").items()] == ["cls/v"]
+
+
+def test_gifs_count_as_videos_in_class_folders_as_in_list_files(tmp_path):
+    _touch(tmp_path / "c/a.gif")
+    _touch(tmp_path / "c/b.mp4")
+    assert [item.video_id for item in folders(tmp_path).items()] == ["c/a", "c/b"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("c/a.gif\n")
+    assert detect_format(listing) == "list"
+
+
+@pytest.mark.parametrize("label", ["x", "1.5", "one"])
+def test_a_label_that_is_not_a_whole_number_is_an_error_not_part_of_the_name(tmp_path, label):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"a.mp4 0\nb.mp4 {label}\n")
+    with pytest.raises(MateffnetError, match=f"list.txt:2: label '{label}' of 'b.mp4' is not a whole number"):
+        video_list(listing)
+
+
+def test_a_path_with_spaces_and_no_label_still_reads(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("my clip.mp4 2\nother clip.mp4\n")
+    assert [(i.video_id, i.label) for i in video_list(listing).items()] == [("my clip", 2), ("other clip", -1)]
+
+
+@pytest.mark.parametrize("name", ["list.txt", "classInd.txt"])
+def test_an_empty_annotation_file_is_an_error(tmp_path, name):
+    empty = tmp_path / name
+    empty.write_text("\n \r\n")
+    with pytest.raises(MateffnetError, match=f"{name}: empty annotation file"):
+        load_annotations(tmp_path, "auto", empty)
+
+
+def test_an_empty_list_file_is_an_error_in_list_format_too(tmp_path):
+    empty = tmp_path / "list.txt"
+    empty.write_text("")
+    with pytest.raises(MateffnetError, match="list.txt: empty annotation file"):
+        load_annotations(tmp_path, "list", empty)

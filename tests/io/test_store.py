@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ import torch
 from mateffnet.io.flowcodec import FLOW_CODECS, encode_flow_planes
 from mateffnet.io.jpeg import decode_jpegs, encode_jpegs
 from mateffnet.io.store import PackedVideo, PackedVideoWriter, StoreError, store_path
+from mateffnet.errors import MateffnetError
 from mateffnet.flow import dequantize_flow, quantize_flow
 
 
@@ -91,6 +93,9 @@ def test_damaged_flow_bytes_get_an_error_naming_the_file(tmp_path):
     data[offset : offset + 8] = b"\xff" * 8  # its zstd frame header
     path.write_bytes(bytes(data))
     damaged = PackedVideo(path)  # the index is intact: opening still works
+    with pytest.raises(StoreError, match=r"v\.mfv: bad packed video file: flow 1 \(x\) is damaged \(checksum mismatch\)$"):
+        damaged.read_flow([1])
+    damaged._image_crcs = None  # as a file written before images carried checksums: the codec finds the damage
     with pytest.raises(StoreError, match=r"v\.mfv: bad packed video file: cannot decode a stored zstd-near flow plane of 56x40"):
         damaged.read_flow([1])
     assert damaged.read_flow([0]).shape == (1, 2, 40, 56)  # the other flows still read
@@ -173,3 +178,67 @@ def test_rgb_only_video(tmp_path):
     video = PackedVideo(path)
     assert video.num_flows == 0 and video.flow_bound is None
     assert torch.equal(video.read_rgb([1]), decode_jpegs([torch.frombuffer(bytearray(encode_jpegs(frames[:1], 95)[0]), dtype=torch.uint8)], gray=False))
+
+
+@pytest.mark.parametrize("video_id", ["../evil", "a/../../b", "/etc/passwd", "", "a//b", "./a", ".."])
+def test_store_path_refuses_ids_that_would_leave_the_store(tmp_path, video_id):
+    with pytest.raises(MateffnetError, match=f"video id '{re.escape(video_id)}' would put its packed file outside the store"):
+        store_path(tmp_path, video_id)
+
+
+def test_store_path_of_a_nested_id_is_inside_the_store(tmp_path):
+    assert store_path(tmp_path, "cls/v_x_g01_c01") == tmp_path / "cls/v_x_g01_c01.mfv"
+
+
+# ------------------------------------------------------------------------ damaged files (issue 18)
+
+
+def _flip_inside_image(path, row, count=8):
+    video = PackedVideo(path)
+    offset, length = (int(v) for v in video._index[row])
+    data = bytearray(path.read_bytes())
+    start = offset + length // 2
+    data[start : start + count] = bytes(b ^ 0x5A for b in data[start : start + count])
+    path.write_bytes(bytes(data))
+
+
+def test_every_image_carries_a_checksum_and_a_flipped_byte_is_named_on_read(tmp_path):
+    path = tmp_path / "v.mfv"
+    _write_sample(path)
+    video = PackedVideo(path)
+    assert len(video.meta["image_crc32"]) == video.num_frames + 2 * video.num_flows
+    _flip_inside_image(path, 2)
+    video = PackedVideo(path)  # the structure is intact: opening still works
+    video.read_rgb([0, 1])  # undamaged images still read
+    with pytest.raises(StoreError, match=rf"{path}: bad packed video file: RGB frame 2 is damaged \(checksum mismatch\)"):
+        video.read_rgb([1, 2])
+    _flip_inside_image(path, video.num_frames + 1)
+    with pytest.raises(StoreError, match=r"flow 0 \(y\) is damaged"):
+        PackedVideo(path).read_flow([0])
+    with pytest.raises(StoreError, match="checksum of the images does not match"):
+        PackedVideo(path).verify(deep=True)
+
+
+def test_a_file_written_before_image_checksums_still_reads(tmp_path):
+    import json
+    import struct
+    import zlib
+
+    path = tmp_path / "old.mfv"
+    _write_sample(path)
+    video = PackedVideo(path)
+    expected = video.read_rgb(range(video.num_frames))
+    # rewrite meta without image_crc32, as the format was before
+    data = path.read_bytes()
+    footer = data[-40:]
+    meta_offset, meta_length, count, _, payload_crc, end = struct.unpack("<QQQII8s", footer)
+    meta = json.loads(data[meta_offset : meta_offset + meta_length])
+    del meta["image_crc32"]
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    index = data[meta_offset + meta_length : -40]
+    footer = struct.pack("<QQQII8s", meta_offset, len(meta_bytes), count, zlib.crc32(index, zlib.crc32(meta_bytes)),
+                         payload_crc, end)
+    path.write_bytes(data[:meta_offset] + meta_bytes + index + footer)
+    old = PackedVideo(path)
+    assert "image_crc32" not in old.meta
+    assert torch.equal(old.read_rgb(range(old.num_frames)), expected)

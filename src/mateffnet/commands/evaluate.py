@@ -7,6 +7,7 @@ from pathlib import Path
 from mateffnet.config import MODALITIES, DataConfig
 from mateffnet.engine.scoring import evaluate_streams, load_scores, summarize, write_outputs
 from mateffnet.errors import MateffnetError
+from mateffnet.fileio import output_folder
 from mateffnet.io.annotations import detect_format
 from mateffnet.models.streamnet import CONFIG_FILE
 
@@ -39,6 +40,11 @@ def format_summary(results: dict) -> str:
              f"top-1/top-5 = video accuracy, mean class = mean of per-class top-1)"]
     for name, m in results["streams"].items():
         lines.append(f"{name:<8} {100 * m['top1']:>6.2f}% {100 * m['top5']:>6.2f}% {100 * m['mean_class']:>10.2f}%")
+    damaged = results.get("damaged_videos") or []
+    if damaged:
+        shown = ", ".join(damaged[:5]) + (f", … ({len(damaged) - 5} more)" if len(damaged) > 5 else "")
+        lines.append(f"NOTE: these numbers leave out {len(damaged)} video(s) whose packed files are damaged: {shown} "
+                     "(redo them with mateffnet prepare ... --verify)")
     return "\n".join(lines)
 
 
@@ -47,7 +53,8 @@ def format_summary(results: dict) -> str:
 def run(*, model: str | None, rgb: str | None, flow: str | None, scores: str | None, data: str | None, format: str,
         annotations: str | None, split: int, videos: str | None, classes: str | None, segments: int, crops: int,
         fusion_weights: tuple[float, float], batch_size: int, workers: int | None, device: str, out: str,
-        progress: bool) -> int:
+        progress: bool, damaged: str = "stop") -> int:
+    output_folder(out)
     weights = tuple(fusion_weights)
     if scores:
         print(format_summary(refuse(scores, out, weights)))
@@ -58,7 +65,7 @@ def run(*, model: str | None, rgb: str | None, flow: str | None, scores: str | N
     data_config = DataConfig(format=detect_format(annotations) if format == "auto" else format, store=data,
                              annotations=annotations, split=split, videos=videos, classes=classes)
     results = evaluate_streams(data_config, folders, out, weights, segments, crops, batch_size, device, workers,
-                               progress=progress)
+                               progress=progress, damaged=damaged)
     print(format_summary(results))
     print(f"written to {out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
     return 0

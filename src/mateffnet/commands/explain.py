@@ -16,7 +16,7 @@ import torch
 
 from mateffnet.engine.inference import decode_for, segment_frames, stream_views
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_write_json
+from mateffnet.fileio import atomic_write_json, output_folder
 from mateffnet.models import TwoStreamNet
 from mateffnet.viz.explain import explain_clips
 
@@ -33,7 +33,7 @@ class ExplainResult:
 def explain_video(video: str | Path, model_dir: str | Path, out_dir: str | Path, *, segments: int | None = None,
                   flow_method: str | None = None, device: str = "cpu", topk: int = 5) -> ExplainResult:
     """Write `out_dir/<video stem>_<stream>_attention.png` per stream and `out_dir/explain.json`."""
-    video, out_dir = Path(video), Path(out_dir)
+    video, out_dir = Path(video), output_folder(out_dir)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=device)
     segments = segments or next(iter(model.streams.values())).config.num_segments
     clips, frames, labels = {}, {}, {}

@@ -16,7 +16,7 @@ import torch
 
 from mateffnet.config import FLOW_QUALITY, TVL1_SCHEDULES
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_path, atomic_write_json
+from mateffnet.fileio import atomic_path, atomic_write_json, output_folder
 from mateffnet.flow import DEFAULT_BOUND, compute_flow, quantize_flow
 from mateffnet.flow.colorwheel import flow_to_color
 from mateffnet.runtime import resolve_device
@@ -55,8 +55,7 @@ def write_flow_images(
     if not Path(video).is_file():
         raise MateffnetError(f"video {video} does not exist")
     torch_device = resolve_device(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     params = dict(params or {})
     start = time.perf_counter()
     frames = _decode_rgb(Path(video))

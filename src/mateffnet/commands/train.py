@@ -7,6 +7,7 @@ from pathlib import Path
 from mateffnet.config import describe_schema, load_config
 from mateffnet.engine.plan import describe_plan
 from mateffnet.engine.train import train
+from mateffnet.fileio import output_folder
 from mateffnet.runtime import torchrun_env
 
 
@@ -20,6 +21,7 @@ def run(config: str | None, overrides: list[str], *, out: str | None, resume: bo
     if dry_run:
         print(describe_plan(experiment, out_dir))
         return 0
+    output_folder(out_dir)
     result = train(experiment, out_dir, resume=resume, progress=progress)
     if torchrun_env().rank == 0:
         best = (f"best validation top-1 {100 * result.best_top1:.2f}% (epoch {result.best_epoch})"

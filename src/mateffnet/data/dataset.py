@@ -30,11 +30,13 @@ from mateffnet.io.annotations import VideoItem, missing_summary
 from mateffnet.io.jpeg import decode_jpeg_list
 from mateffnet.io.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
-from mateffnet.io.store import PackedVideo, store_path
+from mateffnet.io.store import REDO_HINT, PackedVideo, StoreError, store_path
 from mateffnet.data.transforms import TSN_SCALES, Crop, apply_crop, eval_crops, negate_flow_x, train_crop
 from mateffnet.errors import MateffnetError
 
 log = logging.getLogger("mateffnet")
+DAMAGED_POLICIES = ("stop", "skip")
+DAMAGED_LABEL = -2  # the label of a sample whose packed file is damaged, under damaged="skip"
 
 
 def locate_video(root: str | os.PathLike, video_id: str) -> Path | None:
@@ -154,6 +156,7 @@ class VideoDataset(torch.utils.data.Dataset):
         flow_bound: float = DEFAULT_BOUND,
         scales: Sequence[float] = TSN_SCALES,
         seed: int = 0,
+        damaged: str = "stop",
     ):
         if modality not in MODALITIES:
             raise MateffnetError(f"unknown modality {modality!r}; expected 'rgb' or 'flow'")
@@ -161,6 +164,9 @@ class VideoDataset(torch.utils.data.Dataset):
             raise MateffnetError(f"unknown training crop {train_crop!r}; expected 'random' or 'multiscale'")
         if num_crops not in (1, 3, 10):
             raise MateffnetError(f"number of test crops must be 1, 3 or 10, got {num_crops}")
+        if damaged not in DAMAGED_POLICIES or (damaged == "skip" and (train or defer_decode)):
+            raise MateffnetError(f"damaged={damaged!r}: expected 'stop', or 'skip' for test sets decoded by the workers")
+        self.damaged = damaged
         self.root = Path(root)
         self.modality, self.num_segments, self.flow_length = modality, num_segments, flow_length
         self.train, self.input_size, self.train_crop, self.flip = train, input_size, train_crop, flip
@@ -215,7 +221,23 @@ class VideoDataset(torch.utils.data.Dataset):
         return self.write(key)
 
     def write(self, key: int | SampleKey, out: torch.Tensor | None = None):
-        """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given."""
+        """Sample `key` as (clip, label), the clip written into `out` (uint8, `sample_shape`) if given.
+        A damaged packed file is a StoreError naming the file, the video and the fix; with damaged="skip"
+        its sample is blank with label DAMAGED_LABEL, for the evaluator to leave out and count."""
+        try:
+            return self._write(key, out)
+        except StoreError as error:
+            index = key.index if isinstance(key, SampleKey) else key
+            if self.damaged == "skip":
+                log.warning("%s (video %s): left out", error, self.items[index].video_id)
+                blank = torch.zeros(self.sample_shape, dtype=torch.uint8)
+                return (blank if out is None else out.copy_(blank)), DAMAGED_LABEL
+            detail = f"(video {self.items[index].video_id}); {REDO_HINT}"
+            if error.problem is None:
+                raise StoreError(f"{error} {detail}") from None
+            raise StoreError(error.path, f"{error.problem} {detail}") from None
+
+    def _write(self, key: int | SampleKey, out: torch.Tensor | None = None):
         index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (key, self.epoch)
         item, video = self.items[index], open_video(self.paths[index], self.flow_bound)
         generator = self._generator(index, epoch)

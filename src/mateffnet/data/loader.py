@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import torch
 
 from mateffnet.data.dataset import SampleKey, VideoDataset, collate_jpeg_clips, decode_batch
+from mateffnet.errors import MateffnetError
 from mateffnet.runtime import cores_per_process, cpu_cores
 
 log = logging.getLogger("mateffnet")
@@ -168,7 +169,7 @@ class VideoLoader:
         process frozen out of the garbage collector (`gc.freeze`): a forked worker that collects an
         inherited PyAV decoder joins FFmpeg threads that fork did not copy, and hangs for ever."""
         if self.loader.num_workers == 0 or self._workers_started:
-            return iter(self.loader)
+            return _one_line_errors(iter(self.loader))
         gc.collect()  # here, where FFmpeg's threads exist, rather than never
         gc.freeze()
         try:
@@ -176,7 +177,7 @@ class VideoLoader:
         finally:
             gc.unfreeze()
         self._workers_started = True
-        return samples
+        return _one_line_errors(samples)
 
     def _plain_batches(self):
         for clips, labels in self._samples():
@@ -208,6 +209,23 @@ class VideoLoader:
                 event.record()
             self.slots.copied(slots, event)
             yield clips, torch.tensor(labels, dtype=torch.long).to(self.device, non_blocking=True)
+
+
+def _one_line_errors(samples: Iterator) -> Iterator:
+    """`samples`, but a MateffnetError raised in a worker (a damaged packed file) comes out with its own
+    one-line message: torch re-raises a worker's exception with the worker's traceback as its message."""
+    try:
+        yield from samples
+    except MateffnetError as error:
+        text = str(error).strip()
+        if "\n" not in text:
+            raise
+        message = text.splitlines()[-1].partition(": ")[2]  # "mateffnet.io.store.StoreError: <message>"
+        try:
+            clean = type(error)(message)
+        except TypeError:
+            clean = MateffnetError(message)
+        raise clean from None
 
 
 def _as_list(samples: list) -> list:

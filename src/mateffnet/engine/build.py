@@ -36,6 +36,8 @@ def load_split(data: DataConfig) -> tuple[list[str], list[VideoItem], list[Video
         train = video_list(annotations, videos).items()
         evaluation = video_list(data.path(data.val_annotations), videos).items() if data.val_annotations else None
         top = max(item.label for item in train + (evaluation or []))
+        if data.classes is None:
+            _check_no_label_gaps(train, top + 1, annotations)
         return class_names(data, top + 1), train, evaluation
     if data.format == "folders":
         if videos is None:
@@ -47,6 +49,18 @@ def load_split(data: DataConfig) -> tuple[list[str], list[VideoItem], list[Video
         return found.classes, found.items("train"), found.items("test")
     evaluation = next((found.items(name) for name in KINETICS_EVAL_SUBSETS if name in found.subsets), None)
     return found.classes, found.items("train"), evaluation
+
+
+def _check_no_label_gaps(train: list[VideoItem], count: int, list_file: Path) -> None:
+    """Without a class list the classes are 0..max label: a label with no training video is almost always
+    a typo (label 99 in a list of 10 classes) that would silently add classes to the model."""
+    unused = sorted(set(range(count)) - {item.label for item in train})
+    if unused:
+        shown = ", ".join(map(str, unused[:5])) + (f", … ({len(unused) - 5} more)" if len(unused) > 5 else "")
+        raise MateffnetError(
+            f"{list_file}: labels go up to {count - 1}, but no training video has label {shown}; a label out of "
+            f"range? (to train {count} classes anyway, name them in data.classes)"
+        )
 
 
 def class_names(data: DataConfig, count: int) -> list[str]:

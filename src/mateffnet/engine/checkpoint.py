@@ -4,7 +4,13 @@ out/checkpoints/epoch_0007/ holds a model folder (config.json, model.safetensors
 (optimizer, scheduler, grad scaler, epoch, metric history, RNG states). It is written under a temporary
 name and renamed when complete, so a folder named epoch_* is always whole; `out/last` is a symbolic link
 to the newest one, replaced atomically. `out/best` is the model folder with the best validation top-1,
-swapped in the same way. Training state is read with `torch.load(weights_only=True)`: no code runs.
+swapped in the same way (with its checksums.json too). Training state is read with `torch.load(weights_only=True)`: no code runs.
+
+Each checkpoint folder also holds checksums.json (SHA-256 of every other file in it); loading a
+checkpoint checks them first, so a truncated or bit-flipped file is refused with one line naming it
+instead of resuming silently from damaged state (checkpoints written before checksums still load).
+A write that fails (a full disk) removes its temporary folder and leaves the last good checkpoint
+and `best` as they were.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from mateffnet.errors import MateffnetError
+from mateffnet.fileio import CHECKSUM_FILE, os_error_line, verify_checksums, write_checksums
 
 STATE_FILE = "train_state.pt"
 _EPOCH_DIR = re.compile(r"epoch_(\d{4,})")
@@ -30,8 +37,15 @@ def save_checkpoint(out_dir: Path, epoch: int, model, state: dict, keep: int = 1
     final = folder / f"epoch_{epoch:04d}"
     tmp = folder / f".epoch_{epoch:04d}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
+    try:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+        write_checksums(tmp)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(out_dir)
+        kept = f"the last good checkpoint {last} is kept (continue with --resume)" if last else "no checkpoint was kept"
+        raise MateffnetError(f"checkpoint of epoch {epoch} not written: {os_error_line(error)}; {kept}") from None
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -45,7 +59,13 @@ def save_best(out_dir: Path, model) -> Path:
     best = Path(out_dir) / "best"
     tmp = Path(out_dir) / f".best.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        write_checksums(tmp)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"the previous {best} is kept" if best.exists() else "no best model was kept"
+        raise MateffnetError(f"best model not written: {os_error_line(error)}; {kept}") from None
     old = Path(out_dir) / f".best.{os.getpid()}.old"
     if best.exists():
         os.rename(best, old)
@@ -60,10 +80,17 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def load_train_state(folder: Path) -> dict:
+    """The training state of checkpoint `folder`, after checking every file of it against checksums.json."""
+    verify_checksums(folder)
+    path = Path(folder) / STATE_FILE
     try:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise MateffnetError(f"{Path(folder) / STATE_FILE}: unreadable training state ({error})") from error
+        # torch's message goes on to suggest weights_only=False, i.e. running the file's code: never repeat that.
+        raise MateffnetError(
+            f"{path}: refused: not a training state this mateffnet wrote (it holds objects other than tensors "
+            f"and plain values, or it is damaged: {type(error).__name__}); nothing in it was run"
+        ) from None
 
 
 def _epoch_dirs(folder: Path) -> list[Path]:

@@ -31,7 +31,7 @@ import torch
 
 from mateffnet.config import MODALITIES
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text, output_folder
 from mateffnet.models.streamnet import CONFIG_FILE, StreamNet
 from mateffnet.models.twostream import FUSION_FILE
 
@@ -120,7 +120,7 @@ def export_model(
             raise MateffnetError(
                 f"{model_dir}: no model found (expected {CONFIG_FILE}, or rgb/{CONFIG_FILE} and/or flow/{CONFIG_FILE})"
             )
-    target = model_dir if out_dir is None else Path(out_dir)
+    target = model_dir if out_dir is None else output_folder(out_dir)
     results = []
     for sub, folder in streams.items():
         model = StreamNet.from_pretrained(folder)

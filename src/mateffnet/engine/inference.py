@@ -20,6 +20,7 @@ import torch
 
 from mateffnet.io.decode import parse_size, read_video
 from mateffnet.data.sampling import flow_indices, rgb_indices
+from mateffnet.io.store import MAGIC as PACKED_MAGIC
 from mateffnet.data.transforms import apply_crop, eval_crops
 from mateffnet.errors import MateffnetError
 from mateffnet.flow import compute_flow, quantize_flow
@@ -42,9 +43,25 @@ class Prediction:
 
 
 def decode_for(stream: StreamNet, video: str | Path) -> np.ndarray:
-    """The video's frames at the size the stream was trained on: uint8 (N, H, W, 3)."""
+    """The video's frames at the size the stream was trained on: uint8 (N, H, W, 3). A store's packed
+    file (.mfv) is refused: its frames were resized and its flow computed by `prepare`, so scoring it
+    here would silently redo that differently; `mateffnet evaluate --data STORE` scores packed files."""
+    _refuse_packed_file(video)
     size = stream.config.frame_size
     return read_video(video, size=parse_size(str(size)) if size is not None else None)[0]
+
+
+def _refuse_packed_file(video: str | Path) -> None:
+    try:
+        with open(video, "rb") as f:
+            head = f.read(len(PACKED_MAGIC))
+    except OSError:
+        return  # the decoder names the problem
+    if head == PACKED_MAGIC:
+        raise MateffnetError(
+            f"{video}: a packed file of a prepared store, not a video; score stores with "
+            "mateffnet evaluate --data STORE (predict and explain read video files)"
+        )
 
 
 def clip_positions(stream: StreamNet, num_frames: int, segments: int) -> torch.Tensor:

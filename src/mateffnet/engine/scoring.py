@@ -17,12 +17,12 @@ import torch
 from tqdm import tqdm
 
 from mateffnet.config import MODALITIES, DataConfig
-from mateffnet.data.dataset import VideoDataset
+from mateffnet.data.dataset import DAMAGED_LABEL, VideoDataset
 from mateffnet.engine import distributed
 from mateffnet.engine.build import decodes_on_gpu, evaluation_items, make_eval_loader, resolve_precision
 from mateffnet.engine.metrics import classification_metrics
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
+from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text, output_folder
 from mateffnet.models import StreamNet, TwoStreamNet, fuse_probabilities
 from mateffnet.viz.plots import plot_confusion_matrix
 
@@ -102,8 +102,7 @@ def load_scores(path) -> tuple[list[str], np.ndarray, list[str], dict[str, np.nd
 def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels: np.ndarray,
                   video_ids: list[str]) -> dict[str, Path]:
     """metrics.json, per_class.csv, confusion_<stream>.png and scores.npz in `out_dir`; returns the image paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir)
     class_names = results["class_names"]
     weights = (results["fusion_weights"]["rgb"], results["fusion_weights"]["flow"])
     atomic_write_json(out_dir / "metrics.json", results)
@@ -127,10 +126,12 @@ def write_outputs(out_dir, results: dict, scores: dict[str, np.ndarray], labels:
 def evaluate_streams(data: DataConfig, model_dirs: dict, out_dir, weights: tuple[float, float] = (1.0, 1.0),
                      segments: int | None = None, crops: int | None = None, batch_size: int = 2,
                      device: str = "auto", workers: int | None = None, progress: bool = True,
-                     title: str = "evaluation") -> dict:
+                     title: str = "evaluation", damaged: str = "stop") -> dict:
     """Score each stream's model folder on the test videos of `data` (a DataConfig), fuse, write outputs.
 
     segments/crops default to data.test_segments/test_crops (TSN: 25 × 10). Returns `summarize`'s dict.
+    A damaged packed file stops the evaluation with one line naming it (`damaged="stop"`), or with
+    `damaged="skip"` its video is left out, named in the result's "damaged_videos" and the summary.
     """
     ctx = distributed.setup(device)
     try:
@@ -144,25 +145,32 @@ def evaluate_streams(data: DataConfig, model_dirs: dict, out_dir, weights: tuple
                 f"{data.format} annotations ({data.annotations})"
             )
         precision = resolve_precision("auto", ctx.device)
-        per_stream, labels_by_id = {}, {}
+        per_stream, labels_by_id, damaged_ids = {}, {}, set()
         for name, model in streams.items():
             config = model.config
             dataset = VideoDataset(items, data.path(data.store), config.modality,
                                    num_segments=segments or data.test_segments, flow_length=config.flow_length,
                                    train=False, input_size=config.input_size, num_crops=crops or data.test_crops,
-                                   defer_decode=decodes_on_gpu(data, ctx.device), flow_bound=config.flow_bound)
+                                   defer_decode=decodes_on_gpu(data, ctx.device) and damaged == "stop",
+                                   flow_bound=config.flow_bound, damaged=damaged)
             if len(dataset) == 0:
                 raise MateffnetError(f"none of the {len(items)} test videos is prepared in {data.path(data.store)}")
             loader = make_eval_loader(dataset, batch_size, workers, ctx)
             indices, scores, labels = collect_scores(model, loader, ctx, precision, desc=f"evaluate {name}",
                                                      progress=progress)
             ids = [dataset.items[i].video_id for i in indices]
+            damaged_ids.update(v for v, label in zip(ids, labels.tolist()) if label == DAMAGED_LABEL)
             per_stream[name] = dict(zip(ids, scores))
             labels_by_id.update(zip(ids, labels.tolist()))
-        video_ids = sorted(set.intersection(*(set(s) for s in per_stream.values())))
+        video_ids = sorted(set.intersection(*(set(s) for s in per_stream.values())) - damaged_ids)
+        if damaged_ids and not video_ids:
+            raise MateffnetError(f"every one of the {len(damaged_ids)} test videos' packed files is damaged; "
+                                 "redo them with mateffnet prepare ... --verify")
         scores = {name: np.stack([s[v] for v in video_ids]) for name, s in per_stream.items()}
         labels = np.array([labels_by_id[v] for v in video_ids], dtype=np.int64)
         results = summarize(scores, labels, class_names, pair.weights, title)
+        if damaged_ids:
+            results["damaged_videos"] = sorted(damaged_ids)
         if ctx.is_main:
             write_outputs(Path(out_dir), results, scores, labels, video_ids)
         return results

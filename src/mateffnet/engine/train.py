@@ -31,7 +31,7 @@ from mateffnet.engine.scoring import collect_scores
 from mateffnet.engine.metrics import classification_metrics
 from mateffnet.engine.step import StepOptions, make_train_step, use_compile, use_cuda_graph
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_write_text
+from mateffnet.fileio import atomic_write_text, output_folder
 from mateffnet.models import StreamNet
 
 LOG_EVERY = 10  # steps between progress-bar updates (each one waits for the GPU)
@@ -103,7 +103,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
         if ctx.is_main:
             print(f"resuming {out_dir} after epoch {start_epoch}/{tc.epochs}")
     elif ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(out_dir)
         save_config(config, out_dir / "config.yaml")
 
     net = distributed.wrap_model(ctx, model)
@@ -118,7 +118,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
                                progress, out_dir)
         is_last = epoch + 1 == tc.epochs
         if val_loader is not None and (is_last or (tc.val_every and (epoch + 1) % tc.val_every == 0)):
-            row.update(_validate(model, val_loader, precision, ctx, len(class_names)))
+            row.update(_validate(model, val_loader, precision, ctx, len(class_names), progress))
             if best[0] is None or row["val_top1"] > best[0]:
                 best = (row["val_top1"], epoch + 1)
                 if ctx.is_main:
@@ -182,8 +182,8 @@ def _stop_on_nonfinite(epoch: int, step: int, out_dir: Path):
     )
 
 
-def _validate(model, loader, precision, ctx, num_classes) -> dict:
-    _, scores, labels = collect_scores(model, loader, ctx, precision, desc="validate")
+def _validate(model, loader, precision, ctx, num_classes, progress: bool = True) -> dict:
+    _, scores, labels = collect_scores(model, loader, ctx, precision, desc="validate", progress=progress)
     metrics = classification_metrics(scores, labels, num_classes)
     loss = float(F.nll_loss(torch.log(torch.from_numpy(scores).clamp_min(1e-12)), torch.from_numpy(labels)))
     return {"val_loss": loss, "val_top1": metrics.top1, "val_top5": metrics.top5, "val_mean_class": metrics.mean_class}

@@ -20,6 +20,13 @@ A `video_id` is the video's path relative to the dataset root without extension,
 (`ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01`); for Kinetics CSVs it is the trimmed file's stem
 (`<youtube_id>_<start>_<end>`). It names the video's packed file in a store, so it only depends on
 the annotations, never on where the source videos happen to live.
+
+Every format checks its entries with `safe_entry`: an entry that climbs out of the source folder
+with `..` (or a Kinetics youtube_id with a path separator) is refused, naming the file and line,
+before any work; an absolute path in a list file may be read, but its video_id is its file name, so
+its packed file still lands inside the store (`mateffnet.io.store.store_path` checks that too).
+Two entries whose ids are equal (`c/a.mp4` beside `c/a.avi`, two CSV rows of one video) would share
+one packed file and are refused too (`check_unique`).
 """
 
 from __future__ import annotations
@@ -28,14 +35,16 @@ import csv
 import dataclasses
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from mateffnet.config import DATA_FORMATS
 from mateffnet.errors import MateffnetError
 
+# The one list of video file extensions (folder walks, format detection, list-file label parsing).
 VIDEO_EXTENSIONS = frozenset(
-    ".avi .mp4 .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .vob".split()
+    ".avi .mp4 .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .vob .gif".split()
 )
 UNLABELLED = -1
 
@@ -77,7 +86,7 @@ def ucf101(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 
     _check_split(split)
     class_file = folder / "classInd.txt"
     classes = []
-    for number, line in _lines(class_file):
+    for number, line in _lines(class_file, required=True):
         index, name = _split_fields(line, class_file, number, 2)
         if _int_or_none(index) != len(classes) + 1:
             raise MateffnetError(f"{class_file}:{number}: expected class number {len(classes) + 1}, got {index!r}")
@@ -90,7 +99,7 @@ def ucf101(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 
         items = []
         for number, line in _lines(list_file):
             fields = line.split()
-            rel = fields[0].replace("\\", "/")
+            rel = safe_entry(fields[0].replace("\\", "/"), list_file, number)
             class_name = rel.split("/")[0] if "/" in rel else _ucf_class_from_name(rel, by_name)
             if class_name not in by_name:
                 raise MateffnetError(f"{list_file}:{number}: class {class_name!r} is not in {class_file}")
@@ -102,6 +111,7 @@ def ucf101(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 
                 )
             rel = rel if "/" in rel else f"{class_name}/{rel}"
             items.append(VideoItem(_strip_extension(rel), locate(rel), label))
+        check_unique(items, list_file)
         subsets[subset] = items
     return Annotations("ucf101", classes, subsets)
 
@@ -136,8 +146,10 @@ def hmdb51(src: str | os.PathLike, annotations: str | os.PathLike, split: int = 
                 raise MateffnetError(f"{split_file}:{number}: mark {mark!r} should be 1 (train), 2 (test) or 0 (unused)")
             if mark == "0":
                 continue
-            rel = f"{class_name}/{name}"
+            rel = safe_entry(f"{class_name}/{name}", split_file, number)
             subsets["train" if mark == "1" else "test"].append(VideoItem(_strip_extension(rel), locate(rel), label))
+    for items in subsets.values():
+        check_unique(items, folder)
     return Annotations("hmdb51", classes, subsets)
 
 
@@ -179,6 +191,7 @@ def kinetics400(src: str | os.PathLike, annotations: str | os.PathLike) -> Annot
     for split, stem, label in rows:
         path = locate.by_stem(stem)
         subsets.setdefault(split, []).append(VideoItem(stem, path, by_name[label] if label else UNLABELLED))
+    check_unique([item for items in subsets.values() for item in items], annotations)
     return Annotations("kinetics400", classes, subsets)
 
 
@@ -201,7 +214,13 @@ def _kinetics_rows(csv_file: Path) -> list[tuple[str, str, str]]:
                     f"{csv_file}:{number}: time_start/time_end must be whole seconds, got "
                     f"{row['time_start']!r}, {row['time_end']!r}"
                 )
-            stem = f"{row['youtube_id']}_{start:06d}_{end:06d}"
+            youtube_id = (row["youtube_id"] or "").strip()
+            if not youtube_id or "/" in youtube_id or "\\" in youtube_id or youtube_id.startswith("."):
+                raise MateffnetError(
+                    f"{csv_file}:{number}: youtube_id {row['youtube_id']!r} is not a video id (no path separators, "
+                    "no leading dot); refusing to write outside the store"
+                )
+            stem = f"{youtube_id}_{start:06d}_{end:06d}"
             rows.append(((row.get("split") or default_split).strip(), stem, (row.get("label") or "").strip()))
     return rows
 
@@ -215,8 +234,8 @@ def video_list(list_file: str | os.PathLike, src: str | os.PathLike | None = Non
     class indices (0-based); a line with a path only is unlabelled."""
     list_file = Path(list_file)
     root = Path(src) if src is not None else list_file.parent
-    items, ids = [], {}
-    for number, line in _lines(list_file):
+    items, lines = [], {}
+    for number, line in _lines(list_file, required=True):
         fields = [f.strip() for f in line.split(",")] if list_file.suffix.lower() == ".csv" else line.split()
         if len(fields) >= 3 and _int_or_none(fields[-1]) is not None and _int_or_none(fields[-2]) is not None:
             path_text, label_text = " ".join(fields[:-2]), fields[-1]
@@ -224,17 +243,23 @@ def video_list(list_file: str | os.PathLike, src: str | os.PathLike | None = Non
             path_text, label_text = " ".join(fields[:-1]), fields[-1]
         else:
             path_text, label_text = " ".join(fields), None
+            head = " ".join(fields[:-1])
+            if len(fields) >= 2 and os.path.splitext(head)[1].lower() in VIDEO_EXTENSIONS:
+                raise MateffnetError(
+                    f"{list_file}:{number}: label {fields[-1]!r} of {head!r} is not a whole number (expected 'path label')"
+                )
         label = UNLABELLED if label_text is None else int(label_text)
         if label < UNLABELLED:
             raise MateffnetError(f"{list_file}:{number}: label must be >= 0, got {label}")
         path = Path(path_text)
         if not path.is_absolute():
+            safe_entry(path_text.replace("\\", "/"), list_file, number)
             path = root / path
-        video_id = _video_id(path, root)
-        if video_id in ids:
-            raise MateffnetError(f"{list_file}:{number}: video {path_text!r} is listed twice (first on line {ids[video_id]})")
-        ids[video_id] = number
-        items.append(VideoItem(video_id, path, label))
+        if path in lines:
+            raise MateffnetError(f"{list_file}:{number}: video {path_text!r} is listed twice (first on line {lines[path]})")
+        lines[path] = number
+        items.append(VideoItem(_video_id(path, root), path, label))
+    check_unique(items, list_file)
     top = max((item.label for item in items), default=-1)
     return Annotations("list", [str(i) for i in range(top + 1)], {"all": items})
 
@@ -256,7 +281,7 @@ def folders(src: str | os.PathLike, class_list: str | os.PathLike | None = None)
         label_of = {name: i for i, name in enumerate(classes)}
     else:
         class_list = Path(class_list)
-        classes = [line for _, line in _lines(class_list)]
+        classes = [line for _, line in _lines(class_list, required=True)]
         keys = {_class_key(name): i for i, name in enumerate(classes)}
         unknown = [name for name in folder_names if _class_key(name) not in keys]
         if unknown:
@@ -267,6 +292,7 @@ def folders(src: str | os.PathLike, class_list: str | os.PathLike | None = None)
     items = [
         VideoItem(_video_id(p, src), p, UNLABELLED if p.parent == src else label_of[p.parent.name]) for p in paths
     ]
+    check_unique(items, src)
     return Annotations("folders", classes, {"all": items})
 
 
@@ -326,7 +352,7 @@ def detect_format(annotations: str | os.PathLike | None) -> str:
         with _open_text(path) as f:
             header = f.readline()
         return "kinetics400" if "youtube_id" in header else "list"
-    for _, line in _lines(path)[:20]:
+    for _, line in _lines(path, required=True)[:20]:
         fields = line.split()
         ends_in_label = len(fields) > 1 and _int_or_none(fields[-1]) is not None
         if ends_in_label or os.path.splitext(fields[0])[1].lower() in VIDEO_EXTENSIONS:
@@ -381,12 +407,55 @@ class _Locator:
             self._by_stem = {p.stem: p for p in files}
 
 
+def safe_entry(rel: str, source: Path, number: int) -> str:
+    """`rel` (a '/'-separated path from an annotation file) if it stays inside the source folder;
+    else one line naming the file, line and entry. The one path-safety check of every format."""
+    depth = 0
+    for part in rel.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            raise MateffnetError(
+                f"{source}:{number}: entry {rel!r} climbs out of the source folder with '..'; "
+                "refused (list videos relative to the source folder, or give an absolute path in a list file)"
+            )
+    return rel
+
+
+def check_unique(items: list[VideoItem], source: str | os.PathLike) -> None:
+    """Refuse two items that would share one packed file (equal video ids)."""
+    seen: dict[str, Path] = {}
+    for item in items:
+        if item.video_id in seen and seen[item.video_id] != item.path:
+            raise MateffnetError(
+                f"{source}: two videos would share the packed file {item.video_id}: {seen[item.video_id]} and "
+                f"{item.path}; rename one"
+            )
+        if item.video_id in seen:
+            raise MateffnetError(f"{source}: video {item.video_id} is listed twice ({item.path})")
+        seen[item.video_id] = item.path
+
+
 def _video_files(root: Path):
+    """Video files under `root`, following folder links but never into a folder already walked
+    (a link loop such as `cls/loop -> .` is skipped with a warning)."""
+    walked: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
+        identity = _folder_identity(folder)
+        if identity in walked:
+            warnings.warn(f"{folder}: a folder link leads back to a folder already walked (a loop); skipped",
+                          stacklevel=2)
+            dirs[:] = []
+            continue
+        walked.add(identity)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
                 yield Path(folder) / name
+
+
+def _folder_identity(folder: str) -> tuple[int, int]:
+    info = os.stat(folder)
+    return info.st_dev, info.st_ino
 
 
 def _video_id(path: Path, root: Path) -> str:
@@ -429,11 +498,14 @@ def _open_text(path: Path):
         raise MateffnetError(f"{path}: cannot read annotation file ({error.strerror})") from None
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, stripped text) of the non-empty lines; CRLF or LF."""
+def _lines(path: Path, required: bool = False) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty lines; CRLF or LF. `required`: an empty file is an error."""
     with _open_text(path) as f:
         text = f.read()
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if required and not lines:
+        raise MateffnetError(f"{path}: empty annotation file (no lines)")
+    return lines
 
 
 def _split_fields(line: str, path: Path, number: int, count: int) -> list[str]:

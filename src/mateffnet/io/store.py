@@ -19,6 +19,12 @@ that meta["flow"]["codec"] names (`mateffnet.io.flowcodec`; files without the ke
 Opening a file checks the magic, the footer, that the sizes add up to the file size and the
 checksum of meta+index, so a half-written or truncated file is rejected; `verify(deep=True)` also
 checks the images' checksum. Files are written under a temporary name and renamed when complete.
+
+Damaged files: meta["image_crc32"] holds the CRC-32 of every image in index order, and every read
+checks the images it returns, so a flipped byte inside a stored JPEG is a `StoreError` naming the
+file, the video, the image and the fix (`mateffnet prepare ... --verify` redoes damaged files)
+instead of an image decoded with unnamed "Corrupt JPEG data" warnings. Files written before this
+key existed still read (their images are then checked only by `verify(deep=True)`).
 """
 
 from __future__ import annotations
@@ -48,14 +54,22 @@ STORE_SETTINGS = "store.json"  # in a store's folder: how `mateffnet prepare` ma
 MERGE_GAP = 256 * 1024
 
 
+REDO_HINT = "redo it with mateffnet prepare (the same arguments) and --verify"
+
+
 class StoreError(MateffnetError):
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str | None = None):
+        # StoreError(message) too: how torch's DataLoader re-raises a worker's exception
         self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: bad packed video file: {problem}")
+        super().__init__(str(path) if problem is None else f"{path}: bad packed video file: {problem}")
 
 
 def store_path(store: str | os.PathLike, video_id: str) -> Path:
-    """Where the packed file of `video_id` lives in the store folder `store`."""
+    """Where the packed file of `video_id` lives in the store folder `store`: always inside it (an id
+    that is absolute, empty or has a '..' or '.' part is refused with one line naming it)."""
+    parts = video_id.split("/")
+    if not video_id or video_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise MateffnetError(f"video id {video_id!r} would put its packed file outside the store {store}; refused")
     return Path(store) / f"{video_id}{SUFFIX}"
 
 
@@ -79,6 +93,7 @@ class PackedVideoWriter:
         self._crc = 0
         self._rgb: dict[int, tuple[int, int]] = {}
         self._flow: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self._crc_at: dict[int, int] = {}  # offset → CRC-32 of the image written there
         self._done = False
 
     def __enter__(self):
@@ -114,6 +129,7 @@ class PackedVideoWriter:
         for k, (x, y) in self._flow.items():
             index[num_frames + 2 * k] = x
             index[num_frames + 2 * k + 1] = y
+        meta["image_crc32"] = [self._crc_at[int(offset)] for offset in index[:, 0]]
         meta_bytes = json.dumps(meta, sort_keys=True).encode("utf-8")
         index_bytes = index.tobytes()
         footer = FOOTER.pack(
@@ -147,6 +163,7 @@ class PackedVideoWriter:
             raise ValueError(f"{self.path}: writer already closed")
         self._file.write(data)
         self._crc = zlib.crc32(data, self._crc)
+        self._crc_at[self._offset] = zlib.crc32(data)
         entry = (self._offset, len(data))
         self._offset += len(data)
         return entry
@@ -193,6 +210,10 @@ class PackedVideo:
         ends = self._index[:, 0] + self._index[:, 1]
         if count and (self._index[:, 0].min() < len(MAGIC) or ends.max() > meta_offset):
             raise StoreError(path, "index points outside the image data")
+        crcs = self.meta.get("image_crc32")
+        if crcs is not None and len(crcs) != count:
+            raise StoreError(path, f"meta lists {len(crcs)} image checksums for {count} images")
+        self._image_crcs = None if crcs is None else np.asarray(crcs, dtype=np.uint32)
         self.width, self.height = int(self.meta["width"]), int(self.meta["height"])
         self.fps = float(self.meta.get("fps") or 0.0)
         flow = self.meta.get("flow") or {}
@@ -247,9 +268,9 @@ class PackedVideo:
                   out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (n, 2, H, W) quantised flows (channel 0 = x, 1 = y), or a region of them as in `read_rgb`
         (mirroring moves pixels only: the x values are not negated here); see `mateffnet.flow.dequantize_flow`."""
+        blobs = self.flow_blobs(flows)  # a checksum mismatch is already a StoreError naming the file
         try:
-            planes = decode_flow_planes(self.flow_blobs(flows), self.flow_codec or "jpeg", self.height, self.width,
-                                        region, mirror, out)
+            planes = decode_flow_planes(blobs, self.flow_codec or "jpeg", self.height, self.width, region, mirror, out)
         except MateffnetError as error:
             raise StoreError(self.path, str(error)) from None
         return planes.view(-1, 2, *planes.shape[-2:])
@@ -272,21 +293,31 @@ class PackedVideo:
             for position in order:
                 offset, length = int(spans[position, 0]), int(spans[position, 1])
                 if group and offset - group_end > MERGE_GAP:
-                    self._read_group(f, spans, group, out)
+                    self._read_group(f, spans, group, out, rows)
                     group = []
                 group.append(position)
                 group_end = max(group_end, offset + length) if len(group) > 1 else offset + length
-            self._read_group(f, spans, group, out)
+            self._read_group(f, spans, group, out, rows)
         return out
 
-    def _read_group(self, f, spans: np.ndarray, group: list[int], out: list) -> None:
+    def _read_group(self, f, spans: np.ndarray, group: list[int], out: list, rows: list[int]) -> None:
         start = int(min(spans[g, 0] for g in group))
         end = int(max(spans[g, 0] + spans[g, 1] for g in group))
         data = bytearray(end - start)
         if os.preadv(f.fileno(), [data], start) != len(data):
             raise StoreError(self.path, "image data ends early (file truncated after opening?)")
         buffer = as_tensor(data)
+        view = memoryview(data)
         for g in group:
             offset = int(spans[g, 0]) - start
-            out[g] = buffer[offset : offset + int(spans[g, 1])]
+            length = int(spans[g, 1])
+            if self._image_crcs is not None and zlib.crc32(view[offset : offset + length]) != self._image_crcs[rows[g]]:
+                raise StoreError(self.path, f"{self._image_name(rows[g])} is damaged (checksum mismatch)")
+            out[g] = buffer[offset : offset + length]
+
+    def _image_name(self, row: int) -> str:
+        if row < self.num_frames:
+            return f"RGB frame {row}"
+        k, axis = divmod(row - self.num_frames, 2)
+        return f"flow {k} ({'xy'[axis]})"
 

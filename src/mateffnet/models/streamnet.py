@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mateffnet.config import ATTENTION_TOKENS, DEFAULT_BOUND, MODALITIES, STEM_INIT_METHODS
+from mateffnet.config import ATTENTION_TOKENS, DEFAULT_BOUND, INPUT_SIZE_RANGE, MODALITIES, STEM_INIT_METHODS
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_path, atomic_write_json
+from mateffnet.fileio import atomic_path, atomic_write_json, verify_checksums
 from mateffnet.models.attention import MultiHeadSelfAttention
 from mateffnet.models.backbones import create_backbone, default_input_size
 
@@ -80,6 +80,9 @@ class StreamConfig:
             )
         if self.input_size is None:
             self.input_size = default_input_size(self.backbone)
+        low, high = INPUT_SIZE_RANGE
+        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) or not low <= self.input_size <= high:
+            raise MateffnetError(f"input_size must be an integer in {low}..{high}, got {self.input_size!r}")
         if self.modality == "flow" and self.mean is None:
             self.mean, self.std = [FLOW_MEAN_STD[0]], [FLOW_MEAN_STD[1]]
 
@@ -99,7 +102,12 @@ class StreamConfig:
             raise MateffnetError(f"{source}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
         if "num_classes" not in data:
             raise MateffnetError(f"{source}: missing key num_classes")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except MateffnetError as error:
+            raise MateffnetError(f"{source}: {error}") from None
+        except TypeError as error:  # a value of the wrong type compared or used
+            raise MateffnetError(f"{source}: a value has the wrong type ({error})") from None
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -193,24 +201,76 @@ class StreamNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "StreamNet":
-        """Rebuild a stream saved by `save_pretrained`; it predicts exactly what the saved one did."""
-        from safetensors.torch import load_file
+        """Rebuild a stream saved by `save_pretrained`; it predicts exactly what the saved one did.
 
+        Every file is checked against the others before the weights are loaded: checksums.json when
+        present (checkpoints), config.json (valid, in range), model.safetensors (a safetensors file whose
+        class count and embedding width agree with config.json, then every tensor name
+        and shape against the model config.json describes). A failure is one line naming the file."""
         folder = Path(folder)
         config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise MateffnetError(f"{folder}: not a model folder (missing {path.name})")
-        try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as error:
-            raise MateffnetError(f"{config_path}: not valid JSON ({error})") from error
-        model = cls(config=StreamConfig.from_dict(data, source=str(config_path)))
-        state = load_file(str(weights_path), device=str(map_location))
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        verify_checksums(folder)
+        config = read_stream_config(config_path)
+        shapes = _weight_shapes(weights_path)
+        _check_head_shapes(config, shapes, weights_path, config_path)
+        model = cls(config=config)
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+        wrong = [name for name in expected if name in shapes and shapes[name] != expected[name]]
+        if missing or unexpected or wrong:
+            first = (f"{wrong[0]} is {shapes[wrong[0]]} here, {expected[wrong[0]]} for the config" if wrong
+                     else f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
             raise MateffnetError(
-                f"{weights_path}: weights do not match {config_path.name} "
-                f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)} tensors)"
+                f"{weights_path}: weights do not match {config_path.name} (backbone {config.backbone!r}, modality "
+                f"{config.modality!r}): {len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another "
+                f"shape; first: {first}"
             )
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(weights_path), device=str(map_location)))
         return model.to(map_location).eval()
+
+
+def read_stream_config(path: Path) -> StreamConfig:
+    """A model folder's config.json, checked (one line naming the file on any problem)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MateffnetError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:
+        raise MateffnetError(f"{path}: cannot read ({error.strerror})") from None
+    if not isinstance(data, dict):
+        raise MateffnetError(f"{path}: expected a JSON object of model settings, got {type(data).__name__}")
+    return StreamConfig.from_dict(data, source=str(path))
+
+
+def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from a safetensors header (reads no tensor data, runs nothing)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise MateffnetError(
+            f"{path}: not a readable safetensors file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "a pickle or a damaged/truncated file? re-save it with save_pretrained"
+        ) from None
+
+
+def _check_head_shapes(config: StreamConfig, shapes: dict, weights_path: Path, config_path: Path) -> None:
+    """The facts config.json states that the weights show directly: the class count and the embedding width."""
+    classifier = shapes.get("classifier.weight")
+    if classifier is not None and classifier[0] != config.num_classes:
+        raise MateffnetError(
+            f"{weights_path}: the weights classify {classifier[0]} classes but {config_path.name} says num_classes "
+            f"{config.num_classes}"
+        )
+    embed = shapes.get("embed.weight")
+    if embed is not None and embed[0] != config.embed_dim:
+        raise MateffnetError(
+            f"{weights_path}: the weights embed to {embed[0]} features but {config_path.name} says embed_dim {config.embed_dim}"
+        )

@@ -9,6 +9,7 @@ which case the fused score is the present stream's softmax.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from mateffnet.config import MODALITIES
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_write_json
-from mateffnet.models.streamnet import CONFIG_FILE, StreamNet
+from mateffnet.models.streamnet import CONFIG_FILE, StreamNet, read_stream_config
 
 FUSION_FILE = "fusion.json"
 
@@ -82,16 +83,38 @@ class TwoStreamNet(nn.Module):
         if (folder / CONFIG_FILE).is_file():  # a single stream's folder, e.g. runs/<name>/best
             stream = StreamNet.from_pretrained(folder, map_location)
             return cls(**{stream.config.modality: stream}, weights=weights or (1.0, 1.0))
-        streams = {name: StreamNet.from_pretrained(folder / name, map_location)
-                   for name in MODALITIES if (folder / name / CONFIG_FILE).is_file()}
-        if not streams:
+        names = [name for name in MODALITIES if (folder / name / CONFIG_FILE).is_file()]
+        if not names:
             raise MateffnetError(f"{folder}: no stream found (expected rgb/{CONFIG_FILE} and/or flow/{CONFIG_FILE})")
+        # every file is checked before any stream is built: the configs, their modalities and classes, fusion.json
+        configs = {name: read_stream_config(folder / name / CONFIG_FILE) for name in names}
+        for name, config in configs.items():
+            if config.modality != name:
+                raise MateffnetError(f"{folder / name / CONFIG_FILE}: a {config.modality} model in the {name}/ folder")
+        if len(configs) == 2 and (configs["rgb"].num_classes, configs["rgb"].class_names) != (
+                configs["flow"].num_classes, configs["flow"].class_names):
+            raise MateffnetError(
+                f"{folder}: rgb/{CONFIG_FILE} and flow/{CONFIG_FILE} describe different classes "
+                f"({configs['rgb'].num_classes} and {configs['flow'].num_classes}, or other names)"
+            )
         if weights is None:
-            weights = (1.0, 1.0)
-            if (folder / FUSION_FILE).is_file():
-                stored = json.loads((folder / FUSION_FILE).read_text())["weights"]
-                weights = (float(stored["rgb"]), float(stored["flow"]))
+            weights = read_fusion_weights(folder / FUSION_FILE) if (folder / FUSION_FILE).is_file() else (1.0, 1.0)
+        streams = {name: StreamNet.from_pretrained(folder / name, map_location) for name in names}
         return cls(streams.get("rgb"), streams.get("flow"), weights)
+
+
+def read_fusion_weights(path: Path) -> tuple[float, float]:
+    """(rgb, flow) from fusion.json `{"weights": {"rgb": w, "flow": w}}`: two non-negative numbers, positive sum."""
+    expected = 'expected {"weights": {"rgb": number, "flow": number}} with non-negative numbers of positive sum'
+    try:
+        stored = json.loads(path.read_text())["weights"]
+        weights = (stored["rgb"], stored["flow"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise MateffnetError(f"{path}: malformed fusion file; {expected}") from None
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights) \
+            or sum(weights) <= 0:
+        raise MateffnetError(f"{path}: fusion weights {list(weights)}; {expected}")
+    return float(weights[0]), float(weights[1])
 
 
 def fuse_probabilities(probabilities: dict[str, torch.Tensor], weights: tuple[float, float]) -> torch.Tensor:
