@@ -102,6 +102,7 @@ def prepare_dataset(
     """Prepare every video the annotations list (for UCF101/HMDB51 the train and test lists of
     `split` together; for `folders` every video file under `src`) into `store`. Writes
     `store/report.json` (`report-<i>-of-<n>.json` for a shard) and returns the report."""
+    check_options(options or PrepareOptions())  # before reading the annotations: bad options fail at once
     ann = load_annotations(src, format, annotations, split)
     return prepare_videos(ann.items(), store, options, progress)
 
