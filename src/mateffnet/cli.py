@@ -55,7 +55,8 @@ def _add_prepare(sub) -> None:
         epilog=(
             "exit status: 0 every listed video present on disk was prepared (missing ones are only reported); "
             "1 some videos failed (they are named in the report; the good ones are kept); "
-            "2 bad arguments or annotations; 130 interrupted (rerun to finish)."
+            "2 bad arguments or annotations, or the store cannot be written (in use by another prepare, not "
+            "writable, disk full: finished videos are kept, rerun once fixed); 130 interrupted (rerun to finish)."
         ),
     )
     parser.add_argument("src", metavar="SRC", help="folder of the source videos")

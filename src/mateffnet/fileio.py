@@ -9,10 +9,15 @@ atomic, so a reader sees either the old file or the whole new one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
+
+from mateffnet.errors import MateffnetError
 
 
 def _current_umask() -> int:
@@ -27,10 +32,11 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; on success rename it to `path`, else delete it."""
+    """Yield a temporary path next to `path` (.<name>.<pid>.<random>.tmp); on success rename it to `path`,
+    else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -64,3 +70,73 @@ def remove_temporaries(path: str | os.PathLike) -> None:
     if path.parent.is_dir():
         for leftover in path.parent.glob(f".{path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)
+
+
+_TEMPORARY_PID = re.compile(r"\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of `atomic_path` under `folder` whose process is gone (a temporary without a PID in
+    its name counts as gone); a live process's temporaries are left alone. Returns the removed paths."""
+    removed = []
+    for leftover in Path(folder).rglob(".*.tmp"):
+        match = _TEMPORARY_PID.search(leftover.name)
+        if match and process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # os.kill would terminate it there
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)
+        return bool(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
+
+
+# What the environment can do to a write, in the words a user needs (the path is said beside it).
+_OS_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied (not writable)",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.EEXIST: "is an existing file, expected a folder",
+    errno.ENOTDIR: "a file is in the way, expected a folder",
+    errno.EISDIR: "is a folder, expected a file",
+}
+ENVIRONMENT_ERRNOS = frozenset(_OS_PROBLEMS)
+
+
+def os_error_line(error: OSError, path: str | os.PathLike | None = None) -> str:
+    """'<path>: <what went wrong>' for an OSError (the error's own file name, else `path`)."""
+    where = error.filename or path or "?"
+    problem = _OS_PROBLEMS.get(error.errno) or error.strerror or type(error).__name__
+    return f"{where}: {problem}"
+
+
+@contextlib.contextmanager
+def environment_errors(path: str | os.PathLike | None = None):
+    """Turn an OSError of the environment (disk full, not writable, a file where a folder should be: the errnos
+    of ENVIRONMENT_ERRNOS) raised in the block into a one-line MateffnetError naming the path."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        raise MateffnetError(os_error_line(error, path)) from None

@@ -63,3 +63,135 @@ def test_flow_batch_zero_in_a_subprocess_has_no_traceback(videos, tmp_path):
     result = _cli("prepare", videos, "--out", tmp_path / "store", *F, "--flow-batch", "0")
     assert result.returncode == 2
     assert "--flow-batch" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------- two processes, one store
+
+
+def test_a_second_prepare_on_a_store_in_use_is_one_line_with_the_pid_and_touches_nothing(videos, tmp_path):
+    from mateffnet.prepare.lock import store_lock
+
+    store = tmp_path / "store"
+    store.mkdir()
+    ours = store / "c" / f".v0.mfv.{os.getpid()}.abcd1234.tmp"  # a live process's file being written
+    ours.parent.mkdir()
+    ours.write_bytes(b"half")
+    (store / "report.json").write_text('{"mine": 1}\n')
+    with store_lock(store, (0, 1)):
+        result = _cli("prepare", videos, "--out", store, *F, "--workers", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"mateffnet prepare: error: {store} is in use by another mateffnet prepare (PID {os.getpid()}); "
+        "wait for it to finish, or give each process its own --shard i/n"
+    )
+    assert ours.read_bytes() == b"half"
+    assert json.loads((store / "report.json").read_text()) == {"mine": 1}
+    assert not list(store.rglob("*.mfv"))
+
+
+def test_shards_share_a_store_but_one_shard_or_the_whole_list_twice_is_refused(videos, tmp_path):
+    from mateffnet.prepare.lock import store_lock
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with store_lock(store, (0, 2)):
+        other_shard = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--shard", "1/2")
+        same_shard = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--shard", "0/2")
+        whole = _cli("prepare", videos, "--out", store, *F, "--workers", "0")
+    assert other_shard.returncode == 0, other_shard.stderr
+    assert sorted(p.name for p in store.rglob("*.mfv")) == ["v1.mfv"]  # shard 1 of 2 of v0, v1, v2
+    assert (store / "report-1-of-2.json").exists() and not (store / "report.json").exists()
+    for refused in (same_shard, whole):
+        assert refused.returncode == 2
+        assert f"is in use by another mateffnet prepare (PID {os.getpid()})" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_and_its_temporaries_are_removed(videos, tmp_path):
+    store = tmp_path / "store"
+    (store / "c").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (store / ".lock").write_text(f"{dead_pid}\n")
+    stale = store / "c" / f".v0.mfv.{dead_pid}.abcd1234.tmp"
+    stale.write_bytes(b"half")
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0"]) == 0
+    assert not stale.exists() and not _temporaries(store)
+    assert len(list(store.rglob("*.mfv"))) == 3
+
+
+# ------------------------------------------------------------------------------------------- the environment
+
+
+def test_out_naming_an_existing_file_or_a_path_through_one_is_one_line(videos, tmp_path):
+    a_file = tmp_path / "store.txt"
+    a_file.write_text("keep me")
+    existing = _cli("prepare", videos, "--out", a_file, *F)
+    assert existing.returncode == 2 and "Traceback" not in existing.stderr
+    assert existing.stderr.strip() == f"mateffnet prepare: error: {a_file}: is an existing file, expected a folder"
+    assert main(["prepare", str(videos), "--out", str(a_file / "store"), *F]) == 2
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_store_that_is_not_writable_is_one_line_naming_it(videos, tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    # root ignores permission bits, so the refusal of a read-only folder is injected where the folder is made
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == f"mateffnet prepare: error: {store}: permission denied (not writable)"
+
+
+NO_SPACE_FOR = """
+import errno, os, tempfile
+from mateffnet.io.store import PackedVideoWriter
+_write = PackedVideoWriter._write
+def _full(self, data):
+    if self.path.name in {names!r}:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return _write(self, data)
+PackedVideoWriter._write = _full
+"""
+
+NO_SPACE_AT_ALL = """
+import errno, os, tempfile
+def _full(suffix=None, prefix=None, dir=None, text=False):
+    raise OSError(errno.ENOSPC, "No space left on device", os.path.join(dir, prefix + "x" + suffix))
+tempfile.mkstemp = _full
+"""
+
+
+def test_a_disk_filling_during_prepare_keeps_the_finished_videos_and_a_rerun_completes(videos, tmp_path):
+    store = tmp_path / "store"
+    result = _cli("prepare", videos, "--out", store, *F, "--workers", "0", inject=NO_SPACE_FOR.format(names={"v1.mfv"}))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = f"mateffnet prepare: error: {store / 'c' / 'v1.mfv'}: no space left on the device"
+    assert result.stderr.strip().splitlines()[-1] == line
+    assert "3 listed, 0 missing, 1 done" in result.stdout and "stopped:" in result.stdout
+    PackedVideo(store / "c" / "v0.mfv").verify(deep=True)
+    assert not (store / "c" / "v1.mfv").exists() and not (store / "c" / "v2.mfv").exists()
+    assert not _temporaries(store)
+    report = json.loads((store / "report.json").read_text())
+    assert report["stopped"].endswith("no space left on the device") and report["failed"] == 0
+
+    rerun = _cli("prepare", videos, "--out", store, *F, "--workers", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "3 listed, 0 missing, 2 done, 1 skipped" in rerun.stdout
+
+
+def test_a_full_disk_before_prepare_still_prints_the_summary_and_says_the_report_is_not_written(videos, tmp_path):
+    store = tmp_path / "store"
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0", "--max-frames", "4"]) == 0
+    before = (store / "report.json").read_text()
+    (store / "c" / "v2.mfv").unlink()
+    result = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--max-frames", "4", inject=NO_SPACE_AT_ALL)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "3 listed, 0 missing, 0 done, 2 skipped (already done)" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mateffnet")]
+    assert errors[0].startswith(f"mateffnet prepare: error: the report could not be written: {store}/.report.json.")
+    assert errors[0].endswith(": no space left on the device")
+    assert errors[1].startswith(f"mateffnet prepare: error: {store / 'c'}/.v2.mfv.")
+    assert (store / "report.json").read_text() == before  # the last good report stays
+    assert not _temporaries(store)

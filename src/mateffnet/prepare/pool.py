@@ -58,11 +58,12 @@ def pack_all(todo: list[VideoItem], store: Path, options: PrepareOptions, device
 def _run_in_process(todo, store, options, device):
     for item in todo:
         try:
-            outcome = {"status": "done", **pack_video(item, store_path(store, item.video_id), options, device)}
+            path = store_path(store, item.video_id)
+            outcome = {"status": "done", **pack_video(item, path, options, device)}
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:
-            outcome = failure(error)
+            outcome = failure(error, path)
         yield item, outcome
 
 

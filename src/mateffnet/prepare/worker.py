@@ -42,7 +42,7 @@ def worker_main(worker_id: int, inbox, results, store: str, options: PrepareOpti
                 info = pack_video(item, path, options, device, threads=1)
             outcome = {"status": "done", **info}
         except Exception as error:
-            outcome = failure(error)
+            outcome = failure(error, path)
         link.send(Done(worker_id, index, outcome))
 
 
