@@ -106,7 +106,10 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # someone else's
-    return True
+    try:  # Linux: a process that has exited but is not reaped yet (a zombie) is gone too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 # What the environment can do to a write, in the words a user needs (the path is said beside it).

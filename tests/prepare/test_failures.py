@@ -195,3 +195,65 @@ def test_a_full_disk_before_prepare_still_prints_the_summary_and_says_the_report
     assert errors[1].startswith(f"mateffnet prepare: error: {store / 'c'}/.v2.mfv.")
     assert (store / "report.json").read_text() == before  # the last good report stays
     assert not _temporaries(store)
+
+
+# ----------------------------------------------------------------------------------------------- kill -9
+
+SLOW_FLOW = """
+import time, cv2
+_flow = cv2.calcOpticalFlowFarneback
+def _slow(*args, **kwargs):
+    time.sleep(0.05)
+    return _flow(*args, **kwargs)
+cv2.calcOpticalFlowFarneback = _slow
+"""
+
+
+def _alive(pid: int) -> bool:
+    from mateffnet.fileio import process_alive
+
+    return process_alive(pid)
+
+
+def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_temporaries(tmp_path, video_writer,
+                                                                                        square_frames):
+    video_writer(tmp_path / "src/c/long.mp4", square_frames(n=200), codec="mpeg4")
+    store = tmp_path / "store"
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_FLOW)  # every process of the run, the workers too: 50 ms a pair
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(tmp_path / "src"), "--out", str(store), *F,
+                            "--workers", "1", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _temporaries(store) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (temporary,) = [p for p in _temporaries(store) if p.name.endswith(".tmp")]  # a worker is writing the video
+    worker_pid = int(temporary.name.split(".")[-3])
+    assert worker_pid != run.pid and _alive(worker_pid)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 3
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker_pid)  # it would otherwise go on for the rest of the video (~10 s)
+    assert temporary.exists() and not (store / "c/long.mfv").exists()
+
+    assert main(["prepare", str(tmp_path / "src"), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
+    assert not _temporaries(store)
+    assert PackedVideo(store / "c/long.mfv").num_frames == 200
+
+
+def test_after_kill_9_a_half_written_packed_file_is_found_by_the_rerun_and_redone(videos, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
+    good = (store / "c/v0.mfv").read_bytes()
+    half = store / "c/v1.mfv"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])  # as if the rename had raced a power cut
+    capsys.readouterr()
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
+    assert "3 listed, 0 missing, 1 done, 2 skipped" in capsys.readouterr().out
+    assert json.loads((store / "report.json").read_text())["redone"] == 1
+    PackedVideo(half).verify(deep=True)
+    assert (store / "c/v0.mfv").read_bytes() == good

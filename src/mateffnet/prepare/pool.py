@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import sys
 import time
 from multiprocessing.connection import wait
@@ -159,7 +160,7 @@ class Pool:
         receive_end, send_end = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=worker_main,
-            args=(worker_id, inbox, send_end, self.store, self.options, self.device, self.across),
+            args=(worker_id, inbox, send_end, self.store, self.options, self.device, self.across, os.getpid()),
             name=f"mateffnet-prepare-{worker_id}",
             daemon=True,
         )
