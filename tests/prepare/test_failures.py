@@ -257,3 +257,68 @@ def test_after_kill_9_a_half_written_packed_file_is_found_by_the_rerun_and_redon
     assert json.loads((store / "report.json").read_text())["redone"] == 1
     PackedVideo(half).verify(deep=True)
     assert (store / "c/v0.mfv").read_bytes() == good
+
+
+# ------------------------------------------------------------------ a real small disk (where the test may mount)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB tmpfs (mounting needs root; skipped where it is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True,
+                                 text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill the disk up to `leave` free bytes."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+def test_on_a_real_disk_that_fills_the_finished_videos_stay_and_a_rerun_completes(tmp_path, small_disk, video_writer,
+                                                                                  square_frames):
+    for i in range(3):
+        video_writer(tmp_path / f"long/c/v{i}.mp4", square_frames(n=40, step=1), codec="mpeg4")
+    store = small_disk / "store"
+    assert main(["prepare", str(tmp_path / "long"), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
+    size = (store / "c/v0.mfv").stat().st_size
+    good = (store / "c/v0.mfv").read_bytes()
+    for i in (1, 2):
+        (store / f"c/v{i}.mfv").unlink()
+    _fill(small_disk, leave=size + size // 2 + 8192)  # room for one more video, not two
+
+    result = _cli("prepare", tmp_path / "long", "--out", store, *F, "--workers", "1", "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mateffnet prepare: error: {store / 'c' / 'v2.mfv'}: no space left on the device"
+    )
+    assert "3 listed, 0 missing, 1 done, 1 skipped" in result.stdout
+    assert (store / "c/v0.mfv").read_bytes() == good
+    PackedVideo(store / "c/v1.mfv").verify(deep=True)
+    assert not (store / "c/v2.mfv").exists() and not _temporaries(store)
+
+    (small_disk / "filler").unlink()
+    rerun = _cli("prepare", tmp_path / "long", "--out", store, *F, "--workers", "0", "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "3 listed, 0 missing, 1 done, 2 skipped" in rerun.stdout
+
+
+def test_on_a_real_read_only_disk_prepare_is_one_line_naming_the_store(videos, small_disk):
+    store = small_disk / "store"
+    assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
+    (store / "c/v2.mfv").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"mateffnet prepare: error: {store / '.lock'}: read-only file system"
+    assert len(list(store.rglob("*.mfv"))) == 2
