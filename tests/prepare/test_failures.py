@@ -322,3 +322,31 @@ def test_on_a_real_read_only_disk_prepare_is_one_line_naming_the_store(videos, s
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"mateffnet prepare: error: {store / '.lock'}: read-only file system"
     assert len(list(store.rglob("*.mfv"))) == 2
+
+
+def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_first_finishes(tmp_path, video_writer,
+                                                                                               square_frames):
+    videos = tmp_path / "src"
+    for i in range(3):
+        video_writer(videos / f"c/v{i}.mp4", square_frames(n=40), codec="mpeg4")
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_FLOW.replace("0.05", "0.1"))  # the first run takes ~12 s
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
+    store = tmp_path / "store"
+    first = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(videos), "--out", str(store), *F,
+                              "--workers", "0", "--no-progress"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _temporaries(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _temporaries(store), "the first run never started writing"
+    second = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
+    out, err = first.communicate(timeout=120)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"is in use by another mateffnet prepare (PID {first.pid})" in second.stderr
+    assert first.returncode == 0, err
+    assert "3 listed, 0 missing, 3 done" in out
+    assert len(list(store.rglob("*.mfv"))) == 3
+    assert json.loads((store / "report.json").read_text())["done"] == 3
+    assert not _temporaries(store)
