@@ -19,6 +19,20 @@ from pathlib import Path
 
 from mateffnet.errors import MateffnetError
 
+# What each write error means to a user, and what to do about it.
+_WRITE_ERRORS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device; free some space",
+    errno.EDQUOT: "disk quota exceeded; free some space",
+    errno.EEXIST: "exists and is not a folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.ENAMETOOLONG: "name too long",
+}
+WRITE_ERRNOS = frozenset(_WRITE_ERRORS)
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -64,14 +78,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def remove_temporaries(path: str | os.PathLike) -> None:
-    """Leftovers of `atomic_path` (.<name>.<random>.tmp) from an interrupted run."""
-    path = Path(path)
-    if path.parent.is_dir():
-        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-
-
 _TEMPORARY_PID = re.compile(r"\.(\d+)\.[^.]+\.tmp$")
 
 
@@ -112,34 +118,29 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-# What the environment can do to a write, in the words a user needs (the path is said beside it).
-_OS_PROBLEMS = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied (not writable)",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.EEXIST: "is an existing file, expected a folder",
-    errno.ENOTDIR: "a file is in the way, expected a folder",
-    errno.EISDIR: "is a folder, expected a file",
-}
-ENVIRONMENT_ERRNOS = frozenset(_OS_PROBLEMS)
-
-
-def os_error_line(error: OSError, path: str | os.PathLike | None = None) -> str:
-    """'<path>: <what went wrong>' for an OSError (the error's own file name, else `path`)."""
-    where = error.filename or path or "?"
-    problem = _OS_PROBLEMS.get(error.errno) or error.strerror or type(error).__name__
-    return f"{where}: {problem}"
-
-
 @contextlib.contextmanager
 def environment_errors(path: str | os.PathLike | None = None):
     """Turn an OSError of the environment (disk full, not writable, a file where a folder should be: the errnos
-    of ENVIRONMENT_ERRNOS) raised in the block into a one-line MateffnetError naming the path."""
+    of WRITE_ERRNOS) raised in the block into a one-line MateffnetError naming the path."""
     try:
         yield
     except OSError as error:
-        if error.errno not in ENVIRONMENT_ERRNOS:
+        if error.errno not in WRITE_ERRNOS:
             raise
         raise MateffnetError(os_error_line(error, path)) from None
+
+
+def remove_temporaries(path: str | os.PathLike) -> None:
+    """Leftovers of `atomic_path` (.<name>.<random>.tmp) from an interrupted run."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def os_error_line(error: OSError, path: str | os.PathLike | None = None) -> str:
+    """One line for a refused file operation: '<path>: no space left on device; free some space (ENOSPC)'."""
+    where = error.filename if error.filename is not None else path
+    code = errno.errorcode.get(error.errno, "")
+    meaning = _WRITE_ERRORS.get(error.errno, (error.strerror or str(error)).lower())
+    return f"{where}: {meaning}" + (f" ({code})" if code else "")

@@ -128,7 +128,7 @@ def test_out_naming_an_existing_file_or_a_path_through_one_is_one_line(videos, t
     a_file.write_text("keep me")
     existing = _cli("prepare", videos, "--out", a_file, *F)
     assert existing.returncode == 2 and "Traceback" not in existing.stderr
-    assert existing.stderr.strip() == f"mateffnet prepare: error: {a_file}: is an existing file, expected a folder"
+    assert existing.stderr.strip() == f"mateffnet prepare: error: {a_file}: exists and is not a folder (EEXIST)"
     assert main(["prepare", str(videos), "--out", str(a_file / "store"), *F]) == 2
     assert a_file.read_text() == "keep me"
 
@@ -141,7 +141,7 @@ def test_a_store_that_is_not_writable_is_one_line_naming_it(videos, tmp_path, mo
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     assert main(["prepare", str(videos), "--out", str(store), *F, "--workers", "0"]) == 2
-    assert capsys.readouterr().err.strip() == f"mateffnet prepare: error: {store}: permission denied (not writable)"
+    assert capsys.readouterr().err.strip() == f"mateffnet prepare: error: {store}: permission denied (EACCES)"
 
 
 NO_SPACE_FOR = """
@@ -167,14 +167,14 @@ def test_a_disk_filling_during_prepare_keeps_the_finished_videos_and_a_rerun_com
     store = tmp_path / "store"
     result = _cli("prepare", videos, "--out", store, *F, "--workers", "0", inject=NO_SPACE_FOR.format(names={"v1.mfv"}))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    line = f"mateffnet prepare: error: {store / 'c' / 'v1.mfv'}: no space left on the device"
+    line = f"mateffnet prepare: error: {store / 'c' / 'v1.mfv'}: no space left on device; free some space (ENOSPC)"
     assert result.stderr.strip().splitlines()[-1] == line
     assert "3 listed, 0 missing, 1 done" in result.stdout and "stopped:" in result.stdout
     PackedVideo(store / "c" / "v0.mfv").verify(deep=True)
     assert not (store / "c" / "v1.mfv").exists() and not (store / "c" / "v2.mfv").exists()
     assert not _temporaries(store)
     report = json.loads((store / "report.json").read_text())
-    assert report["stopped"].endswith("no space left on the device") and report["failed"] == 0
+    assert report["stopped"].endswith("no space left on device; free some space (ENOSPC)") and report["failed"] == 0
 
     rerun = _cli("prepare", videos, "--out", store, *F, "--workers", "0")
     assert rerun.returncode == 0, rerun.stderr
@@ -191,7 +191,7 @@ def test_a_full_disk_before_prepare_still_prints_the_summary_and_says_the_report
     assert "3 listed, 0 missing, 0 done, 2 skipped (already done)" in result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("mateffnet")]
     assert errors[0].startswith(f"mateffnet prepare: error: the report could not be written: {store}/.report.json.")
-    assert errors[0].endswith(": no space left on the device")
+    assert errors[0].endswith(": no space left on device; free some space (ENOSPC)")
     assert errors[1].startswith(f"mateffnet prepare: error: {store / 'c'}/.v2.mfv.")
     assert (store / "report.json").read_text() == before  # the last good report stays
     assert not _temporaries(store)
@@ -300,7 +300,7 @@ def test_on_a_real_disk_that_fills_the_finished_videos_stay_and_a_rerun_complete
     result = _cli("prepare", tmp_path / "long", "--out", store, *F, "--workers", "1", "--no-progress")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"mateffnet prepare: error: {store / 'c' / 'v2.mfv'}: no space left on the device"
+        f"mateffnet prepare: error: {store / 'c' / 'v2.mfv'}: no space left on device; free some space (ENOSPC)"
     )
     assert "3 listed, 0 missing, 1 done, 1 skipped" in result.stdout
     assert (store / "c/v0.mfv").read_bytes() == good
@@ -320,7 +320,7 @@ def test_on_a_real_read_only_disk_prepare_is_one_line_naming_the_store(videos, s
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     result = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"mateffnet prepare: error: {store / '.lock'}: read-only file system"
+    assert result.stderr.strip() == f"mateffnet prepare: error: {store / '.lock'}: read-only file system (EROFS)"
     assert len(list(store.rglob("*.mfv"))) == 2
 
 

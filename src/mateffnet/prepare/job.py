@@ -37,7 +37,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import (ENVIRONMENT_ERRNOS, atomic_write_json, environment_errors, os_error_line,
+from mateffnet.fileio import (WRITE_ERRNOS, atomic_write_json, environment_errors, os_error_line,
                               remove_stale_temporaries)
 from mateffnet.io.annotations import VideoItem, load_annotations, split_missing
 from mateffnet.io.store import STORE_SETTINGS, PackedVideo, StoreError, store_path
@@ -183,7 +183,7 @@ def _prepare_present(present: list[VideoItem], store: Path, options: PrepareOpti
         try:
             atomic_write_json(report.report_path, {k: v for k, v in dataclasses.asdict(report).items() if k != "unwritten"})
         except OSError as error:
-            if error.errno not in ENVIRONMENT_ERRNOS:
+            if error.errno not in WRITE_ERRNOS:
                 raise
             report.unwritten = os_error_line(error, report.report_path)  # the summary still gets printed
     return report

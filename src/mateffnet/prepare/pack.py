@@ -14,7 +14,7 @@ import torch
 
 from mateffnet import __version__
 from mateffnet.errors import error_line
-from mateffnet.fileio import ENVIRONMENT_ERRNOS, os_error_line
+from mateffnet.fileio import WRITE_ERRNOS, os_error_line
 from mateffnet.flow import compute_flow, quantize_flow
 from mateffnet.io.annotations import VideoItem
 from mateffnet.io.decode import VideoDecodeError, VideoReader
@@ -150,7 +150,7 @@ def failure(error: BaseException, path: str | os.PathLike | None = None) -> dict
     """The outcome of a video whose packing raised `error` (`path`: the packed file it was writing)."""
     if isinstance(error, VideoDecodeError):
         return {"status": "failed", "reason": error.reason, "detail": error.detail}
-    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS and _in_store(error.filename, path):
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS and _in_store(error.filename, path):
         return {"status": "failed", "reason": STORE_NOT_WRITABLE, "detail": os_error_line(error, path)}
     if isinstance(error, MemoryError):
         return {"status": "failed", "reason": "out_of_memory", "detail": "ran out of memory on this video"}
