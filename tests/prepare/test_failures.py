@@ -350,3 +350,21 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
     assert len(list(store.rglob("*.mfv"))) == 3
     assert json.loads((store / "report.json").read_text())["done"] == 3
     assert not _temporaries(store)
+
+
+def test_without_fcntl_the_lock_is_a_pid_file_taken_over_when_its_process_is_gone(tmp_path, monkeypatch):
+    from mateffnet.errors import MateffnetError
+    from mateffnet.prepare import lock
+
+    monkeypatch.setattr(lock, "fcntl", None)
+    (tmp_path / ".lock").write_text(f"{os.getppid()}\n")  # a live process (pytest's parent)
+    with pytest.raises(MateffnetError, match=rf"in use by another mateffnet prepare \(PID {os.getppid()}\)"):
+        with lock.store_lock(tmp_path, (0, 1)):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(dead.stdout)
+    with lock.store_lock(tmp_path, (0, 1)):
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+        with lock.store_lock(tmp_path, (1, 2)):  # shards have their own files
+            assert (tmp_path / ".lock-1-of-2").exists()
+    assert not list(tmp_path.glob(".lock*"))
