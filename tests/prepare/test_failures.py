@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,13 +217,16 @@ def _alive(pid: int) -> bool:
 
 
 def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_temporaries(tmp_path, video_writer,
-                                                                                        square_frames):
+                                                                                        square_frames, monkeypatch):
     video_writer(tmp_path / "src/c/long.mp4", square_frames(n=200), codec="mpeg4")
     store = tmp_path / "store"
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(SLOW_FLOW)  # every process of the run, the workers too: 50 ms a pair
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
+    scratch = tmp_path / "tmp"  # the run's temporary directory, to see what it leaves there
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "TMPDIR": str(scratch)}
     run = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(tmp_path / "src"), "--out", str(store), *F,
                             "--workers", "1", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -239,9 +243,12 @@ def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_tempo
         time.sleep(0.05)
     assert not _alive(worker_pid)  # it would otherwise go on for the rest of the video (~10 s)
     assert temporary.exists() and not (store / "c/long.mfv").exists()
+    (forkserver_folder,) = scratch.glob("pymp-*")  # multiprocessing's, with the forkserver's socket
+    os.utime(forkserver_folder, (time.time() - 10, time.time() - 10))
 
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert main(["prepare", str(tmp_path / "src"), "--out", str(store), *F, "--workers", "0", "--no-progress"]) == 0
-    assert not _temporaries(store)
+    assert not _temporaries(store) and not forkserver_folder.exists()
     assert PackedVideo(store / "c/long.mfv").num_frames == 200
 
 
@@ -368,3 +375,28 @@ def test_without_fcntl_the_lock_is_a_pid_file_taken_over_when_its_process_is_gon
         with lock.store_lock(tmp_path, (1, 2)):  # shards have their own files
             assert (tmp_path / ".lock-1-of-2").exists()
     assert not list(tmp_path.glob(".lock*"))
+
+
+def test_the_forkserver_folder_of_a_killed_run_is_removed_and_a_live_one_kept(tmp_path, monkeypatch):
+    import socket
+
+    from mateffnet.prepare.pool import remove_dead_forkserver_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead, live, other = tmp_path / "pymp-dead", tmp_path / "pymp-live", tmp_path / "pymp-other"
+    for folder in (dead, live, other):
+        folder.mkdir()
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(dead / "listener-a"))  # bound, never listening, closed: as after kill -9
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(live / "listener-b"))
+    listening.listen()
+    (other / "something").write_text("not a forkserver's")
+    try:
+        assert remove_dead_forkserver_folders(older_than=60) == []  # too young to be sure
+        for folder in (dead, live, other):
+            os.utime(folder, (time.time() - 120, time.time() - 120))
+        assert remove_dead_forkserver_folders(older_than=60) == [dead]
+        assert live.exists() and other.exists()
+    finally:
+        listening.close()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -39,6 +42,7 @@ def pack_all(todo: list[VideoItem], store: Path, options: PrepareOptions, device
     if across is None:  # flow on a GPU: big batches of pairs from several videos in this process
         across = device.startswith("cuda")
     across = across and options.flow_method != "none" and workers > 0
+    remove_dead_forkserver_folders()  # left in the temporary directory by runs killed with kill -9
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.05)
     started, pairs = time.monotonic(), 0
     try:
@@ -66,6 +70,39 @@ def _run_in_process(todo, store, options, device):
         except Exception as error:
             outcome = failure(error, path)
         yield item, outcome
+
+
+def remove_dead_forkserver_folders(older_than: float = 5.0) -> list[Path]:
+    """Remove the folders multiprocessing's forkserver leaves in the temporary directory when its main process is
+    killed (`pymp-*` holding only `listener-*` sockets): only ours, older than `older_than` seconds, and only
+    when no process listens on any of their sockets any more."""
+    if sys.platform == "win32":
+        return []
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob("pymp-*"):
+        try:
+            entries = list(folder.iterdir())
+            stale = folder.stat().st_uid == os.getuid() and time.time() - folder.stat().st_mtime > older_than
+        except OSError:
+            continue
+        if not stale or not entries or not all(e.name.startswith("listener-") and e.is_socket() for e in entries):
+            continue
+        if any(_listening(entry) for entry in entries):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # cannot tell: keep it
+    return True
 
 
 class Pool:
