@@ -12,7 +12,6 @@ import dataclasses
 import multiprocessing
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -74,9 +73,11 @@ def _run_in_process(todo, store, options, device):
 
 def remove_dead_forkserver_folders(older_than: float = 5.0) -> list[Path]:
     """Remove the folders multiprocessing's forkserver leaves in the temporary directory when its main process is
-    killed (`pymp-*` holding only `listener-*` sockets): only ours, older than `older_than` seconds, and only
-    when no process listens on any of their sockets any more."""
-    if sys.platform == "win32":
+    killed (`pymp-*` holding only `listener-*` sockets): only ours, older than `older_than` seconds, and only when
+    no process holds any of their sockets any more. Linux only: whether a socket is held is read from
+    /proc/net/unix (never by connecting: a live forkserver dies of a connection that sends it nothing)."""
+    held = _held_unix_sockets()
+    if held is None:
         return []
     removed = []
     for folder in Path(tempfile.gettempdir()).glob("pymp-*"):
@@ -87,22 +88,20 @@ def remove_dead_forkserver_folders(older_than: float = 5.0) -> list[Path]:
             continue
         if not stale or not entries or not all(e.name.startswith("listener-") and e.is_socket() for e in entries):
             continue
-        if any(_listening(entry) for entry in entries):
+        if any(str(entry) in held for entry in entries):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
 
 
-def _listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return True  # cannot tell: keep it
-    return True
+def _held_unix_sockets() -> set[str] | None:
+    """The paths of the Unix sockets some process has open (None where /proc/net/unix cannot be read)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    return {fields[7] for fields in (line.split() for line in lines) if len(fields) >= 8}
 
 
 class Pool:
