@@ -60,7 +60,8 @@ def _add_prepare(sub) -> None:
         epilog=(
             "exit status: 0 every listed video present on disk was prepared (missing ones are only reported); "
             "1 some videos failed (they are named in the report; the good ones are kept); "
-            "2 bad arguments or annotations; 130 interrupted (rerun to finish)."
+            "2 bad arguments or annotations, or the store cannot be written (in use by another prepare, not "
+            "writable, disk full: finished videos are kept, rerun once fixed); 130 interrupted (rerun to finish)."
         ),
     )
     parser.add_argument("src", metavar="SRC", help="folder of the source videos")
@@ -304,7 +305,10 @@ def _add_flow(sub) -> None:
     p.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
                    help=f"clip flow to ±BOUND px before mapping to 0–255 (default: {DEFAULT_BOUND:g})")
-    p.add_argument("--batch-size", type=int, default=16, help="frame pairs per flow call (default: 16)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="frame pairs per flow call (default: 16; on the CPU fewer for large frames)")
+    p.add_argument("--size", metavar="SIZE",
+                   help="resize frames first: short side (256) or WIDTHxHEIGHT (340x256); default: the video's size")
     p.add_argument("--tvl1", default="opencv", choices=list(TVL1_SCHEDULES),
                    help="TV-L1 schedule: opencv (OpenCV's defaults; default here) or fast (a fixed 30 iterations per "
                    "warp, mateffnet.flow.TVL1_FAST, as prepare uses by default)")
@@ -322,7 +326,7 @@ def _run_flow(args) -> int:
         print("mateffnet flow: note: --fast is deprecated; use --tvl1 fast", file=sys.stderr)
         tvl1 = "fast"
     return flow.run(args.video, args.out, method=args.method, device=args.device, bound=args.bound,
-                    batch_size=args.batch_size, tvl1=tvl1, raft_weights=args.raft_weights)
+                    batch_size=args.batch_size, tvl1=tvl1, raft_weights=args.raft_weights, size=args.size)
 
 # ----------------------------------------------------------------------------------------- predict
 

@@ -20,6 +20,8 @@ import errno
 import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,10 +55,11 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; on success rename it to `path`, else delete it."""
+    """Yield a temporary path next to `path` (.<name>.<pid>.<random>.tmp); on success rename it to `path`,
+    else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -82,6 +85,58 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+_TEMPORARY_PID = re.compile(r"\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of `atomic_path` under `folder` whose process is gone (a temporary without a PID in
+    its name counts as gone); a live process's temporaries are left alone. Returns the removed paths."""
+    removed = []
+    for leftover in Path(folder).rglob(".*.tmp"):
+        match = _TEMPORARY_PID.search(leftover.name)
+        if match and process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # os.kill would terminate it there
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)
+        return bool(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    try:  # Linux: a process that has exited but is not reaped yet (a zombie) is gone too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@contextlib.contextmanager
+def environment_errors(path: str | os.PathLike | None = None):
+    """Turn an OSError of the environment (disk full, not writable, a file where a folder should be: the errnos
+    of WRITE_ERRNOS) raised in the block into a one-line MateffnetError naming the path."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        raise MateffnetError(os_error_line(error, path)) from None
 
 
 def remove_temporaries(path: str | os.PathLike) -> None:

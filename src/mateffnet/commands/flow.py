@@ -7,6 +7,8 @@ Files already written are kept, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,14 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, output_folder
 from mateffnet.flow import DEFAULT_BOUND, compute_flow, quantize_flow
 from mateffnet.flow.colorwheel import flow_to_color
+from mateffnet.io.decode import Size, output_size, parse_size
 from mateffnet.runtime import resolve_device
 
+# On the CPU a flow call holds a few float copies of every frame it gets: a batch gets at most this many pixels
+# (16 pairs at prepare's default 341x256), so memory stays bounded whatever the frame size.
+CPU_BATCH_PIXELS = 16 * 341 * 256
+# Larger frames on the CPU get an estimate of the time the whole video will take, measured on the first batch.
+ESTIMATE_ABOVE_PIXELS = 341 * 256
 
 
 @dataclass
@@ -44,8 +52,13 @@ def write_flow_images(
     batch_size: int = 16,
     params: dict | None = None,
     progress: bool = True,
+    size: Size = None,
+    note=None,
 ) -> FlowImagesSummary:
-    """Compute the flow between consecutive frames of `video` and write it to `out_dir` as images."""
+    """Compute the flow between consecutive frames of `video` (resized to `size` first: a short side or (width,
+    height); None keeps them) and write it to `out_dir` as images. On the CPU, batches are cut to
+    CPU_BATCH_PIXELS, and for frames above ESTIMATE_ABOVE_PIXELS `note` (a callable taking one line) gets the
+    time the video will take, measured on the first batch."""
     from tqdm import tqdm
 
     if bound <= 0:
@@ -58,15 +71,26 @@ def write_flow_images(
     out = output_folder(out_dir)
     params = dict(params or {})
     start = time.perf_counter()
-    frames = _decode_rgb(Path(video))
+    frames = _decode_rgb(Path(video), size)
     total = max(_frame_count(Path(video)) - 1, 0) or None
     pairs = computed = 0
     batch: list[np.ndarray] = []
+    first = next(frames, None)
+    estimate = False
+    if first is not None and torch_device.type == "cpu":
+        pixels = first.shape[0] * first.shape[1]
+        batch_size = min(batch_size, max(1, CPU_BATCH_PIXELS // pixels))
+        estimate = note is not None and pixels > ESTIMATE_ABOVE_PIXELS
     with tqdm(total=total, unit="pair", desc=Path(video).name, disable=not progress) as bar:
-        for frame in frames:
+        for frame in itertools.chain([first] if first is not None else [], frames):
             batch.append(frame)
             if len(batch) == batch_size + 1:
-                computed += _flow_batch(batch, pairs, out, method, torch_device, bound, params)
+                started = time.perf_counter()
+                done = _flow_batch(batch, pairs, out, method, torch_device, bound, params)
+                if estimate and done:
+                    note(_estimate_line(first, (time.perf_counter() - started) / done, total, method))
+                    estimate = False
+                computed += done
                 pairs += batch_size
                 bar.update(batch_size)
                 batch = [batch[-1]]
@@ -93,6 +117,20 @@ def write_flow_images(
         },
     )
     return FlowImagesSummary(str(video), str(out), pairs, computed, time.perf_counter() - start, method, str(torch_device))
+
+
+def _estimate_line(frame: np.ndarray, seconds_per_pair: float, total: int | None, method: str) -> str:
+    height, width = frame.shape[:2]
+    whole = f"; the {total} pairs will take about {_duration(seconds_per_pair * total)}" if total else ""
+    smaller = "x".join(str(side) for side in output_size(width, height, 256))
+    return (f"mateffnet flow: note: {width}x{height} frames, {method} on the CPU: {seconds_per_pair:.2f} s a pair{whole}; "
+            f"--size 256 computes it at {smaller}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _flow_batch(frames, first_index, out, method, device, bound, params) -> int:
@@ -122,8 +160,8 @@ def _write_jpeg(path: Path, image: torch.Tensor) -> None:
         picture.save(tmp, format="JPEG", quality=FLOW_QUALITY)
 
 
-def _decode_rgb(path: Path):
-    """Yield the video's frames as (H, W, 3) uint8 RGB arrays.
+def _decode_rgb(path: Path, size: Size = None):
+    """Yield the video's frames as (H, W, 3) uint8 RGB arrays (resized to `size`, bilinear, as prepare does).
 
     A minimal private decoder for this command; the data pipeline's decoder lives in mateffnet.data.
     """
@@ -136,9 +174,19 @@ def _decode_rgb(path: Path):
             if not container.streams.video:
                 raise MateffnetError(f"{path} has no video stream")
             for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
+                if size is None:
+                    yield frame.to_ndarray(format="rgb24")
+                else:
+                    width, height = output_size(frame.width, frame.height, size)
+                    yield frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
     except av.error.FFmpegError as error:
         raise MateffnetError(f"cannot decode video {path}: {error}") from None
+
+
+def _note(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _frame_count(path: Path) -> int:
@@ -154,7 +202,7 @@ def _frame_count(path: Path) -> int:
 
 
 def run(video: str, out: str, *, method: str, device: str, bound: float, batch_size: int, tvl1: str,
-        raft_weights: str) -> int:
+        raft_weights: str, size: str | None = None) -> int:
     """Write the flow images and print one line: how many fields, where, how fast."""
     params = {}
     if method == "tvl1":
@@ -162,7 +210,7 @@ def run(video: str, out: str, *, method: str, device: str, bound: float, batch_s
     if method == "raft":
         params = {"weights": None if raft_weights == "random" else raft_weights}
     summary = write_flow_images(video, out, method=method, device=device, bound=bound, batch_size=batch_size,
-                                params=params)
+                                params=params, size=parse_size(size) if size else None, note=_note)
     rate = summary.computed / summary.seconds if summary.seconds > 0 else 0.0
     print(
         f"{summary.video}: {summary.pairs} flow fields in {summary.out_dir} "

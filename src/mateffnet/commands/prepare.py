@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from mateffnet.config import TVL1_SCHEDULES
 from mateffnet.io.decode import parse_size
 from mateffnet.prepare.job import prepare_dataset
@@ -30,5 +32,10 @@ def run(src: str, out: str, *, format: str, annotations: str | None, split: int,
     )
     report = prepare_dataset(src, out, format, annotations, split, options, progress=progress)
     print(report.summary())
-    print(f"report: {report.report_path}")
+    if report.unwritten:
+        print(f"mateffnet prepare: error: the report could not be written: {report.unwritten}", file=sys.stderr)
+    else:
+        print(f"report: {report.report_path}")
+    if report.stopped:
+        print(f"mateffnet prepare: error: {report.stopped}", file=sys.stderr)
     return report.exit_status

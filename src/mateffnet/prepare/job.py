@@ -37,14 +37,17 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import atomic_write_json, remove_temporaries
+from mateffnet.fileio import (WRITE_ERRNOS, atomic_write_json, environment_errors, os_error_line,
+                              remove_stale_temporaries)
 from mateffnet.io.annotations import VideoItem, load_annotations, split_missing
 from mateffnet.io.store import STORE_SETTINGS, PackedVideo, StoreError, store_path
+from mateffnet.prepare.lock import store_lock
 from mateffnet.prepare.options import PrepareOptions, check_options, check_shard
+from mateffnet.prepare.pack import STORE_NOT_WRITABLE
 from mateffnet.prepare.pool import pack_all
 from mateffnet.runtime import resolve_device, torchrun_env
 
-EXIT_OK, EXIT_SOME_FAILED = 0, 1
+EXIT_OK, EXIT_SOME_FAILED, EXIT_STORE_NOT_WRITABLE = 0, 1, 2
 
 @dataclasses.dataclass
 class PrepareReport:
@@ -63,10 +66,14 @@ class PrepareReport:
     shard: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
     settings: dict = dataclasses.field(default_factory=dict)
     interrupted: bool = False
+    stopped: str = ""  # why the run stopped before the end: the store could not be written (disk full, read-only)
     report_path: str = ""
+    unwritten: str = ""  # why report_path could not be written (not in the file)
 
     @property
     def exit_status(self) -> int:
+        if self.stopped or self.unwritten:
+            return EXIT_STORE_NOT_WRITABLE
         return EXIT_SOME_FAILED if self.failed or self.interrupted else EXIT_OK
 
     def summary(self) -> str:
@@ -83,6 +90,8 @@ class PrepareReport:
             lines.append(f"… and {len(self.failures) - 20} more failures in report.json")
         if self.interrupted:
             lines.append("interrupted: rerun the same command to finish (finished videos are kept)")
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}; rerun the same command once it is fixed (finished videos are kept)")
         return "\n".join(lines)
 
 
@@ -102,6 +111,7 @@ def prepare_dataset(
     """Prepare every video the annotations list (for UCF101/HMDB51 the train and test lists of
     `split` together; for `folders` every video file under `src`) into `store`. Writes
     `store/report.json` (`report-<i>-of-<n>.json` for a shard) and returns the report."""
+    check_options(options or PrepareOptions())  # before reading the annotations: bad options fail at once
     ann = load_annotations(src, format, annotations, split)
     return prepare_videos(ann.items(), store, options, progress)
 
@@ -126,9 +136,17 @@ def prepare_videos(
     )
     present, missing = split_missing(items)
     report.missing, report.missing_videos = len(missing), [str(item.path) for item in missing]
-    store.mkdir(parents=True, exist_ok=True)
-    _check_store_settings(store, options)
+    with environment_errors(store):  # not writable, a file in the way, disk full: one line naming the path
+        store.mkdir(parents=True, exist_ok=True)
+        with store_lock(store, shard):
+            _check_store_settings(store, options)
+            remove_stale_temporaries(store)  # of killed runs; a live shard process's are left alone
+            return _prepare_present(present, store, options, device, report, started, progress)
 
+
+def _prepare_present(present: list[VideoItem], store: Path, options: PrepareOptions, device: str,
+                     report: PrepareReport, started: float, progress: bool) -> PrepareReport:
+    """The work of `prepare_videos` once the store is held: check finished files, pack the rest, write the report."""
     todo, redo = [], set()
     checking = tqdm(present, desc="checking finished files", unit="video", disable=not progress or len(present) < 1000)
     for item in checking:
@@ -138,11 +156,15 @@ def prepare_videos(
         else:
             if state == "redo":
                 redo.add(item.video_id)
-            remove_temporaries(store_path(store, item.video_id))
             todo.append(item)
 
     try:
-        for item, outcome in pack_all(todo, store, options, device, progress):
+        results = pack_all(todo, store, options, device, progress)
+        for item, outcome in results:
+            if outcome.get("reason") == STORE_NOT_WRITABLE:
+                report.stopped = outcome["detail"]  # every other video would fail the same way: stop here
+                results.close()
+                break
             if outcome["status"] == "done":
                 report.done += 1
                 report.redone += item.video_id in redo
@@ -158,7 +180,12 @@ def prepare_videos(
         raise
     finally:
         report.seconds = round(time.monotonic() - started, 3)
-        atomic_write_json(report.report_path, dataclasses.asdict(report))
+        try:
+            atomic_write_json(report.report_path, {k: v for k, v in dataclasses.asdict(report).items() if k != "unwritten"})
+        except OSError as error:
+            if error.errno not in WRITE_ERRNOS:
+                raise
+            report.unwritten = os_error_line(error, report.report_path)  # the summary still gets printed
     return report
 
 

@@ -85,3 +85,16 @@ def check_options(options: PrepareOptions) -> None:
         raise MateffnetError(f"max_frames must be >= 1, got {options.max_frames}")
     if options.workers is not None and options.workers < 0:
         raise MateffnetError(f"workers must be >= 0, got {options.workers}")
+    for name in ("flow_batch", "chunk_frames"):
+        if getattr(options, name) < 1:
+            option = f" (--{name.replace('_', '-')})" if name == "flow_batch" else ""
+            raise MateffnetError(f"{name}{option} must be >= 1, got {getattr(options, name)}")
+    _check_size(options.size)
+
+
+def _check_size(size: Size) -> None:
+    if size is None:
+        return
+    sides = [size] if isinstance(size, int) else list(size)
+    if len(sides) not in (1, 2) or not all(isinstance(side, int) and side > 0 for side in sides):
+        raise MateffnetError(f"size must be a short side > 0 or (width, height) > 0, got {size!r}")

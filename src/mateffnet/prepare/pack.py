@@ -14,6 +14,7 @@ import torch
 
 from mateffnet import __version__
 from mateffnet.errors import error_line
+from mateffnet.fileio import WRITE_ERRNOS, os_error_line
 from mateffnet.flow import compute_flow, quantize_flow
 from mateffnet.io.annotations import VideoItem
 from mateffnet.io.decode import VideoDecodeError, VideoReader
@@ -142,9 +143,23 @@ def pack_video(item: VideoItem, path: str | os.PathLike, options: PrepareOptions
     return {"frames": count, "flows": flows, "bytes": os.path.getsize(path)}
 
 
-def failure(error: BaseException) -> dict:
+STORE_NOT_WRITABLE = "store_not_writable"  # the failure that stops the whole run (disk full, read-only)
+
+
+def failure(error: BaseException, path: str | os.PathLike | None = None) -> dict:
+    """The outcome of a video whose packing raised `error` (`path`: the packed file it was writing)."""
     if isinstance(error, VideoDecodeError):
         return {"status": "failed", "reason": error.reason, "detail": error.detail}
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS and _in_store(error.filename, path):
+        return {"status": "failed", "reason": STORE_NOT_WRITABLE, "detail": os_error_line(error, path)}
     if isinstance(error, MemoryError):
         return {"status": "failed", "reason": "out_of_memory", "detail": "ran out of memory on this video"}
     return {"status": "failed", "reason": "error", "detail": f"{type(error).__name__}: {error_line(error, default='')}"}
+
+
+def _in_store(filename, path) -> bool:
+    """Whether an OSError about `filename` is about the packed file `path`'s folder (None: a write's own error)."""
+    if filename is None or path is None:
+        return True
+    folder = os.path.dirname(os.fspath(path))
+    return os.fspath(filename) == folder or os.path.dirname(os.fspath(filename)) == folder

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
+import shutil
 import sys
+import tempfile
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -38,6 +41,7 @@ def pack_all(todo: list[VideoItem], store: Path, options: PrepareOptions, device
     if across is None:  # flow on a GPU: big batches of pairs from several videos in this process
         across = device.startswith("cuda")
     across = across and options.flow_method != "none" and workers > 0
+    remove_dead_forkserver_folders()  # left in the temporary directory by runs killed with kill -9
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.05)
     started, pairs = time.monotonic(), 0
     try:
@@ -58,12 +62,46 @@ def pack_all(todo: list[VideoItem], store: Path, options: PrepareOptions, device
 def _run_in_process(todo, store, options, device):
     for item in todo:
         try:
-            outcome = {"status": "done", **pack_video(item, store_path(store, item.video_id), options, device)}
+            path = store_path(store, item.video_id)
+            outcome = {"status": "done", **pack_video(item, path, options, device)}
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:
-            outcome = failure(error)
+            outcome = failure(error, path)
         yield item, outcome
+
+
+def remove_dead_forkserver_folders(older_than: float = 5.0) -> list[Path]:
+    """Remove the folders multiprocessing's forkserver leaves in the temporary directory when its main process is
+    killed (`pymp-*` holding only `listener-*` sockets): only ours, older than `older_than` seconds, and only when
+    no process holds any of their sockets any more. Linux only: whether a socket is held is read from
+    /proc/net/unix (never by connecting: a live forkserver dies of a connection that sends it nothing)."""
+    held = _held_unix_sockets()
+    if held is None:
+        return []
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob("pymp-*"):
+        try:
+            entries = list(folder.iterdir())
+            stale = folder.stat().st_uid == os.getuid() and time.time() - folder.stat().st_mtime > older_than
+        except OSError:
+            continue
+        if not stale or not entries or not all(e.name.startswith("listener-") and e.is_socket() for e in entries):
+            continue
+        if any(str(entry) in held for entry in entries):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _held_unix_sockets() -> set[str] | None:
+    """The paths of the Unix sockets some process has open (None where /proc/net/unix cannot be read)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    return {fields[7] for fields in (line.split() for line in lines) if len(fields) >= 8}
 
 
 class Pool:
@@ -158,7 +196,7 @@ class Pool:
         receive_end, send_end = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=worker_main,
-            args=(worker_id, inbox, send_end, self.store, self.options, self.device, self.across),
+            args=(worker_id, inbox, send_end, self.store, self.options, self.device, self.across, os.getpid()),
             name=f"mateffnet-prepare-{worker_id}",
             daemon=True,
         )

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
+import threading
+import time
 
 import torch
 
+from mateffnet.fileio import process_alive
 from mateffnet.io.annotations import VideoItem
 from mateffnet.io.decode import VideoReader
 from mateffnet.io.store import PackedVideoWriter, store_path
@@ -21,9 +25,13 @@ from mateffnet.prepare.options import PrepareOptions
 from mateffnet.prepare.pack import check_long_enough, encode_flow, failure, pack_video, rgb_chunks, video_meta
 
 
-def worker_main(worker_id: int, inbox, results, store: str, options: PrepareOptions, device: str, across: bool) -> None:
-    """A worker process: one video at a time from `inbox`, messages about it to `results`."""
+def worker_main(worker_id: int, inbox, results, store: str, options: PrepareOptions, device: str, across: bool,
+                main_pid: int | None = None) -> None:
+    """A worker process: one video at a time from `inbox`, messages about it to `results`; it exits as soon as
+    the main process `main_pid` is gone (even in the middle of a video)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    if main_pid is not None:
+        threading.Thread(target=_exit_with, args=(main_pid,), name="watch-main-process", daemon=True).start()
     torch.set_num_threads(1)
     link = _Link(inbox, results)
     link.send(Ready(worker_id))
@@ -42,8 +50,21 @@ def worker_main(worker_id: int, inbox, results, store: str, options: PrepareOpti
                 info = pack_video(item, path, options, device, threads=1)
             outcome = {"status": "done", **info}
         except Exception as error:
-            outcome = failure(error)
+            outcome = failure(error, path)
         link.send(Done(worker_id, index, outcome))
+
+
+def _exit_with(pid: int) -> None:
+    """Wait for process `pid` to end, then end this one. Its half-written file is left for the next run, which
+    removes temporaries of dead processes (`fileio.remove_stale_temporaries`)."""
+    try:
+        handle = os.pidfd_open(pid)  # Linux: readable once the process has exited
+    except (AttributeError, OSError):
+        while process_alive(pid):
+            time.sleep(0.5)
+    else:
+        select.select([handle], [], [])
+    os._exit(1)
 
 
 class _Link:
