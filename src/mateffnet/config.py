@@ -68,6 +68,8 @@ class ModelConfig:
     heads: int = opt(2, "attention heads (the paper: 2)")
     embed_dim: int = opt(512, "Fc output and attention width (the paper: 512)")
     attention_residual: bool = opt(False, 'add a residual connection around attention')
+    temporal_encoding: str = opt("none", "position of each segment added before attention: none (the paper) | learned | sinusoidal")
+    readout: str = opt("mean", "how the segment tokens become one vector: mean (the paper) | query (learned query)")
     dropout: float = opt(0.2, "dropout before the classifier (the paper: 0.2)")
     input_size: int | None = opt(None, "crop size; null: the paper's size for the backbone")
     stem_init: str = opt("cross_modality", 'flow stem from RGB weights: cross_modality (TSN) | timm')
@@ -120,6 +122,8 @@ CHOICES = {
     "data.split": (1, 2, 3),
     "model.modality": ("rgb", "flow"),
     "model.attention_tokens": ("segments", "spatiotemporal"),
+    "model.temporal_encoding": ("none", "learned", "sinusoidal"),
+    "model.readout": ("mean", "query"),
     "model.stem_init": ("cross_modality", "timm"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.bn": ("train", "partial", "frozen"),

@@ -113,7 +113,8 @@ def build_model(config: ExperimentConfig, class_names: list[str], pretrained: bo
     return StreamNet(
         len(class_names), modality=m.modality, backbone=m.backbone, num_segments=m.num_segments,
         flow_length=m.flow_length, attention=m.attention, attention_tokens=m.attention_tokens, heads=m.heads,
-        embed_dim=m.embed_dim, attention_residual=m.attention_residual, dropout=m.dropout,
+        embed_dim=m.embed_dim, attention_residual=m.attention_residual, temporal_encoding=m.temporal_encoding,
+        readout=m.readout, dropout=m.dropout,
         input_size=m.input_size, stem_init=m.stem_init, class_names=list(class_names),
         pretrained=m.pretrained if pretrained else None, **store_settings(config),
     )
