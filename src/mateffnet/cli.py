@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mateffnet import __version__
+from mateffnet.config import DATA_FORMATS
 from mateffnet.errors import MateffnetError
 
 
@@ -48,7 +49,7 @@ def _add_prepare(sub) -> None:
     parser.add_argument("src", metavar="SRC", help="folder of the source videos")
     parser.add_argument("--out", required=True, metavar="STORE", help="folder for the packed files")
     parser.add_argument(
-        "--format", default="auto", choices=["auto", "ucf101", "hmdb51", "kinetics400", "list", "folders"],
+        "--format", default="auto", choices=["auto", *DATA_FORMATS],
         help="annotation format (default: detected from --annotations; folders without it)",
     )
     parser.add_argument(
@@ -172,7 +173,7 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--flow", metavar="DIR", help="flow model folder")
     parser.add_argument("--scores", metavar="NPZ", help="re-fuse the scores.npz of an earlier evaluation")
     parser.add_argument("--data", metavar="STORE", help="folder of packed videos (mateffnet prepare --out)")
-    parser.add_argument("--format", default="auto", choices=["auto", "ucf101", "hmdb51", "kinetics400", "list", "folders"])
+    parser.add_argument("--format", default="auto", choices=["auto", *DATA_FORMATS])
     parser.add_argument("--annotations", metavar="PATH", help="split files / CSV / list file naming the test videos")
     parser.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
     parser.add_argument("--videos", metavar="DIR", help="source video folder (folders format only)")

@@ -20,7 +20,7 @@ import yaml
 
 from mateffnet.errors import MateffnetError
 
-DATA_FORMATS = ("ucf101", "hmdb51", "kinetics400", "list", "folders")
+DATA_FORMATS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "sthv2", "diving48", "list", "folders")
 
 
 def opt(default, help: str):
@@ -33,9 +33,9 @@ def opt(default, help: str):
 @dataclass
 class DataConfig:
     root: str = opt(".", 'folder that the relative paths below are relative to')
-    format: str = opt("folders", 'annotation format: ucf101 | hmdb51 | kinetics400 | list | folders')
+    format: str = opt("folders", 'annotation format: ucf101 | hmdb51 | kinetics400 | kinetics600 | kinetics700 | sthv2 | diving48 | list | folders')
     store: str = opt("store", 'folder of packed videos written by `mateffnet prepare`')
-    annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV (kinetics400), train list (list)')
+    annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV or CSV folder (kinetics*), JSON folder (sthv2, diving48), train list (list)')
     val_annotations: str | None = opt(None, 'list format only: the validation/test list file')
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
     workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; 4 with GPU decoding)')

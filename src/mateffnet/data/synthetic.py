@@ -36,7 +36,8 @@ position information, then a mean) therefore gives the same scores to a clip and
 cannot beat chance on these pairs; a square sliding "right then up" vs "up then right" would not do: its
 two classes trace different L shapes, which a set of frames already tells apart. The shuttle's start is
 uniform on the (horizontally wrapping) frame and the pulse's sizes are the same range in both classes, so
-even the distribution of one frame says nothing.
+even the distribution of one frame says nothing. Video i of a pair's second class is drawn from the random
+stream of video i of the first class, so the dataset holds each clip together with its rotated twin.
 
 Layout written by `make_synthetic_dataset(out_dir, ...)`:
 
@@ -185,7 +186,8 @@ def make_synthetic_dataset(
         if _is_complete(path, frames):
             kept += 1
         else:
-            clip = render_video(name, video_rng(seed, label, index), frames, size)
+            twin_label = names.index(ROTATED_TWIN.get(name, name))  # a rotated twin shares its twin's stream
+            clip = render_video(name, video_rng(seed, twin_label, index), frames, size)
             write_video(path, clip, fps, codec)
             written += 1
         split = "test" if index >= videos_per_class - num_test else "train"
