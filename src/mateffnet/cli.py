@@ -182,6 +182,9 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--crops", type=int, default=10, choices=[1, 3, 10], help="views per video (default 10)")
     parser.add_argument("--fusion-weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("RGB", "FLOW"),
                         help="weights of the softmax average (default 1 1, the paper's; TSN: 1 1.5)")
+    parser.add_argument("--tune-fusion", metavar="VAL_NPZ",
+                        help="choose the flow weight on these validation scores (scores.npz of videos held out of "
+                        "training, never the test set) and apply it; prints the 1:1 and 1:1.5 rows beside it")
     parser.add_argument("--batch-size", type=int, default=2, help="videos per forward pass (each with all its views)")
     parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -194,12 +197,23 @@ def _run_evaluate(args) -> int:
     from mateffnet.engine import evaluate as ev
 
     weights = tuple(args.fusion_weights)
+    choice = None
+    if args.tune_fusion:
+        from mateffnet.engine.fusion import tune_flow_weight, tuned_fusion_report
+
+        val_ids, val_labels, val_classes, val_scores = ev.load_scores(args.tune_fusion)
+        choice = tune_flow_weight({k: v for k, v in val_scores.items() if k in ev.STREAMS}, val_labels)
+        weights = choice.weights
     if args.scores:
         ids, labels, class_names, scores = ev.load_scores(args.scores)
         scores = {k: v for k, v in scores.items() if k in ev.STREAMS}
         results = ev.summarize(scores, labels, class_names, weights, title=f"re-fused {args.scores}")
+        tuning = None if choice is None else tuned_fusion_report(choice, args.tune_fusion, val_ids, val_classes, ids,
+                                                                 class_names, scores, labels, args.out)
         ev.write_outputs(args.out, results, scores, labels, ids)
         print(ev.format_summary(results))
+        if tuning:
+            print(tuning)
         return 0
     models = {}
     if args.model:
@@ -224,6 +238,11 @@ def _run_evaluate(args) -> int:
     results = ev.evaluate_streams(data, models, args.out, weights, args.segments, args.crops, args.batch_size,
                                   args.device, args.workers, progress=not args.no_progress)
     print(ev.format_summary(results))
+    if choice is not None:
+        ids, labels, class_names, scores = ev.load_scores(Path(args.out) / "scores.npz")
+        scores = {k: v for k, v in scores.items() if k in ev.STREAMS}
+        print(tuned_fusion_report(choice, args.tune_fusion, val_ids, val_classes, ids, class_names, scores, labels,
+                                  args.out))
     print(f"written to {args.out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
     return 0
 
