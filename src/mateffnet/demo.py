@@ -169,6 +169,7 @@ def run_order_demo(out_dir: str | Path = "demo_order_out", device: str = "auto",
     import torch
 
     from mateffnet.data.synthetic import CLASS_SETS
+    from mateffnet.engine.checkpoint import latest_checkpoint
     from mateffnet.engine.distributed import resolve_device
     from mateffnet.engine.evaluate import evaluate_streams
     from mateffnet.engine.train import train
@@ -198,7 +199,7 @@ def run_order_demo(out_dir: str | Path = "demo_order_out", device: str = "auto",
             print(f"3/5 [{number}/{len(variants)}] training the {modality} stream, variant {variant} "
                   f"({_describe_variant(options)}), {epochs} epochs")
             run = out_dir / "runs" / f"{variant}_{modality}"
-            train(config, run, progress=progress)
+            train(config, run, resume=latest_checkpoint(run) is not None, progress=progress)  # a rerun keeps trained epochs
             shutil.rmtree(folder / modality, ignore_errors=True)
             StreamNet.from_pretrained(run / "last").save_pretrained(folder / modality)
         TwoStreamNet.from_pretrained(folder).save_pretrained(folder)

@@ -9,9 +9,12 @@ cannot use the order of segments across a clip. These options, off by default, c
   linearly interpolated over the segments' relative positions (the same as
   `F.interpolate(mode="linear", align_corners=False)`, written with plain tensor ops so it exports to ONNX
   with a dynamic segment count). At T = `num_segments` it is the table itself.
-- `TemporalEncoding("sinusoidal", dim)`: a fixed encoding of the segment's relative position in the video,
-  u = (i + 0.5) / T in (0, 1): sin and cos of u·ω for dim/2 frequencies ω spaced geometrically from π to
-  64π. It depends on where a segment sits in the video, not on T, so it needs no interpolation.
+- `TemporalEncoding("sinusoidal", dim, num_segments)`: a fixed encoding of the segment's relative position
+  in the video, u = (i + 0.5) / T in (0, 1): sin and cos of u·ω for dim/2 frequencies ω spaced
+  geometrically from π to π·num_segments, the finest detail the training segments can resolve. It depends
+  on where a segment sits in the video, not on T, so it needs no interpolation; higher frequencies than the
+  training T resolves would take unseen, unrelated values between the training positions, and a stream
+  tested at another T than it was trained at would lose what it learnt.
 - `QueryReadout(dim)`: a learned query scores each token (dot product, softmax over tokens), and the
   readout is the weighted mean of the tokens; the query starts at zero, i.e. as the paper's mean. By
   itself it is still a function of the set of tokens (each token's weight depends only on that token):
@@ -32,7 +35,7 @@ from mateffnet.errors import MateffnetError
 
 TEMPORAL_ENCODINGS = ("none", "learned", "sinusoidal")
 READOUTS = ("mean", "query")
-SINUSOIDAL_FREQUENCIES = (math.pi, 64 * math.pi)  # lowest and highest ω, in radians per video length
+LOWEST_FREQUENCY = math.pi  # radians per video length: half a period over the video
 LEARNED_INIT_STD = 0.02
 
 
@@ -48,7 +51,7 @@ class TemporalEncoding(nn.Module):
         if kind == "learned":
             self.table = nn.Parameter(torch.randn(num_segments, dim) * LEARNED_INIT_STD)
         else:
-            low, high = SINUSOIDAL_FREQUENCIES
+            low, high = LOWEST_FREQUENCY, LOWEST_FREQUENCY * max(num_segments, 2)
             frequencies = low * (high / low) ** (torch.arange(dim // 2) / max(dim // 2 - 1, 1))
             self.register_buffer("frequencies", frequencies, persistent=False)
 
