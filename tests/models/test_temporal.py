@@ -35,7 +35,7 @@ def logits_and_shuffled_logits(model: StreamNet, segments=6):
 
 
 def give_encoding_weight(model: StreamNet) -> StreamNet:
-    """A freshly built learned table is tiny (std 0.02): make it as large as a trained one can be."""
+    """Tables and queries unlike their initial values, as after training."""
     if model.temporal_encoding is not None and model.temporal_encoding.kind == "learned":
         with torch.no_grad():
             model.temporal_encoding.table.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
@@ -76,6 +76,7 @@ def test_an_order_aware_stream_gives_other_logits_for_shuffled_segments(modality
 
 def test_learned_encoding_is_its_table_at_the_training_segment_count_and_interpolates_to_others():
     encoding = TemporalEncoding("learned", 6, num_segments=4)
+    assert torch.equal(encoding.table, encoding.sinusoidal(4))  # starts as the fixed encoding
     with torch.no_grad():
         encoding.table.copy_(torch.randn(4, 6))
     assert torch.equal(encoding.encoding(4), encoding.table)

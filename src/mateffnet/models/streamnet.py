@@ -84,8 +84,8 @@ class StreamConfig:
                 raise MateffnetError(f"{name} must be a positive integer, got {value!r}")
         if self.embed_dim % self.heads:
             raise MateffnetError(f"embed_dim ({self.embed_dim}) must be divisible by heads ({self.heads})")
-        if self.temporal_encoding == "sinusoidal" and self.embed_dim % 2:
-            raise MateffnetError(f"temporal_encoding sinusoidal needs an even embed_dim, got {self.embed_dim}")
+        if self.temporal_encoding != "none" and self.embed_dim % 2:
+            raise MateffnetError(f"temporal_encoding {self.temporal_encoding} needs an even embed_dim, got {self.embed_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise MateffnetError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:

@@ -5,7 +5,9 @@ is a function of the *set* of its segments: any permutation of the segments give
 cannot use the order of segments across a clip. These options, off by default, change that:
 
 - `TemporalEncoding("learned", dim, num_segments)`: one learned vector per segment index, added to the
-  tokens before attention. Trained at T = `num_segments`; for another T at test time the table is
+  tokens before attention, initialised to the sinusoidal encoding below (a table of small random vectors
+  barely moved under the paper's plain SGD: the stream stayed at chance on the demo's order classes).
+  Trained at T = `num_segments`; for another T at test time the table is
   linearly interpolated over the segments' relative positions (the same as
   `F.interpolate(mode="linear", align_corners=False)`, written with plain tensor ops so it exports to ONNX
   with a dynamic segment count). At T = `num_segments` it is the table itself.
@@ -36,7 +38,6 @@ from mateffnet.errors import MateffnetError
 TEMPORAL_ENCODINGS = ("none", "learned", "sinusoidal")
 READOUTS = ("mean", "query")
 LOWEST_FREQUENCY = math.pi  # radians per video length: half a period over the video
-LEARNED_INIT_STD = 0.02
 
 
 class TemporalEncoding(nn.Module):
@@ -44,24 +45,25 @@ class TemporalEncoding(nn.Module):
         super().__init__()
         if kind not in TEMPORAL_ENCODINGS[1:]:
             raise MateffnetError(f"temporal encoding must be one of {', '.join(TEMPORAL_ENCODINGS[1:])}, got {kind!r}")
-        if kind == "sinusoidal" and dim % 2:
-            raise MateffnetError(f"a sinusoidal temporal encoding needs an even embed_dim, got {dim}")
+        if dim % 2:
+            raise MateffnetError(f"a temporal encoding needs an even embed_dim, got {dim}")
         self.kind = kind
         self.dim = dim
+        low, high = LOWEST_FREQUENCY, LOWEST_FREQUENCY * max(num_segments, 2)
+        frequencies = low * (high / low) ** (torch.arange(dim // 2) / max(dim // 2 - 1, 1))
+        self.register_buffer("frequencies", frequencies, persistent=False)
         if kind == "learned":
-            self.table = nn.Parameter(torch.randn(num_segments, dim) * LEARNED_INIT_STD)
-        else:
-            low, high = LOWEST_FREQUENCY, LOWEST_FREQUENCY * max(num_segments, 2)
-            frequencies = low * (high / low) ** (torch.arange(dim // 2) / max(dim // 2 - 1, 1))
-            self.register_buffer("frequencies", frequencies, persistent=False)
+            self.table = nn.Parameter(self.sinusoidal(num_segments))
 
-    def encoding(self, segments: int) -> torch.Tensor:
-        """(segments, dim): the vector added to each segment's token(s)."""
-        if self.kind == "learned":
-            return interpolate_table(self.table, segments)
+    def sinusoidal(self, segments: int) -> torch.Tensor:
+        """(segments, dim): sin and cos of u·ω at the segments' relative positions u = (i + 0.5) / T."""
         relative = (torch.arange(segments, device=self.frequencies.device, dtype=torch.float32) + 0.5) / segments
         angles = relative[:, None] * self.frequencies[None]
         return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)
+
+    def encoding(self, segments: int) -> torch.Tensor:
+        """(segments, dim): the vector added to each segment's token(s)."""
+        return interpolate_table(self.table, segments) if self.kind == "learned" else self.sinusoidal(segments)
 
     def forward(self, tokens: torch.Tensor, segments: int) -> torch.Tensor:
         """(B, T·P, dim) tokens, P positions per segment (1, or h·w), segment-major → the same plus the encoding."""
