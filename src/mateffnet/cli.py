@@ -175,6 +175,9 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--crops", type=int, default=10, choices=TEST_CROPS, help="views per video (default 10)")
     parser.add_argument("--fusion-weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("RGB", "FLOW"),
                         help="weights of the softmax average (default 1 1, the paper's; TSN: 1 1.5)")
+    parser.add_argument("--tune-fusion", metavar="VAL_NPZ",
+                        help="choose the flow weight on these validation scores (scores.npz of videos held out of "
+                        "training, never the test set) and apply it; prints the 1:1 and 1:1.5 rows beside it")
     parser.add_argument("--batch-size", type=int, default=2, help="videos per forward pass (each with all its views)")
     parser.add_argument("--workers", type=int, help="loader processes (default: 3/4 of the CPU cores less one)")
     parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
@@ -197,7 +200,7 @@ def _run_evaluate(args) -> int:
         annotations=args.annotations, split=args.split, videos=args.videos, classes=args.classes,
         segments=args.segments, crops=args.crops, fusion_weights=args.fusion_weights, batch_size=args.batch_size,
         workers=args.workers, device=args.device, out=args.out, progress=not args.no_progress,
-        damaged=args.damaged,
+        damaged=args.damaged, tune_fusion=args.tune_fusion,
     )
 
 
@@ -210,8 +213,10 @@ def _add_reproduce(sub) -> None:
         description="Runs the grid of a table (skipping trained runs, resuming interrupted ones), evaluates "
         "each RGB/flow pair with the test protocol, and writes runs/<table>.md beside the paper's numbers.",
     )
-    parser.add_argument("table", choices=["table2", "table3", "table4"],
-                        help="table2: UCF101, table3: HMDB51, table4: Kinetics-400")
+    parser.add_argument("table", choices=["table2", "table3", "table4", "sthv2", "diving48", "kinetics600", "kinetics700"],
+                        help="table2: UCF101, table3: HMDB51, table4: Kinetics-400 (the paper's); sthv2, diving48, "
+                        "kinetics600, kinetics700: the temporal-order ablation (EfficientNet-B0 without attention, "
+                        "with it, and with a learned or sinusoidal temporal encoding)")
     parser.add_argument("--data-root", required=True, metavar="DIR",
                         help="holds ucf101/, hmdb51/, kinetics400/ with store/ and the annotation folders "
                         "(see `python -m mateffnet.experiments --help`)")
@@ -369,7 +374,10 @@ def _add_demo(sub) -> None:
         "colour), prepares them (TV-L1 flow), trains the RGB and the flow stream, evaluates both and their "
         "fusion, and writes model folders, results.json and report.html into --out.",
     )
-    parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default demo_out, or demo_order_out with --order)")
+    parser.add_argument("--order", action="store_true",
+                        help="the temporal-order ablation instead: four more classes that only the order of frames "
+                        "tells apart, both streams trained without and with a temporal position encoding")
     parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the videos and of training (default 0)")
     parser.add_argument("--videos-per-class", type=int, default=16, help="default 16 (12 train, 4 test)")
@@ -381,8 +389,8 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from mateffnet.commands import demo
 
-    return demo.run(args.out, device=args.device, seed=args.seed, videos_per_class=args.videos_per_class,
-                    epochs=args.epochs, progress=not args.no_progress)
+    return demo.run(args.out, order=args.order, device=args.device, seed=args.seed,
+                    videos_per_class=args.videos_per_class, epochs=args.epochs, progress=not args.no_progress)
 
 
 def _add_env(sub) -> None:
@@ -417,7 +425,7 @@ def _add_timeline(sub) -> None:
     parser.add_argument("--window", type=float, default=4.0, metavar="SECONDS", help="window length (default 4)")
     parser.add_argument("--stride", type=float, default=1.0, metavar="SECONDS", help="between window starts (default 1)")
     parser.add_argument("--segments", type=int, default=8, metavar="T", help="test segments per window (default 8)")
-    parser.add_argument("--crops", type=int, default=1, choices=[1, 3, 10], help="views per segment (default 1)")
+    parser.add_argument("--crops", type=int, default=1, choices=TEST_CROPS, help="views per segment (default 1)")
     parser.add_argument("--topk", type=int, default=5, help="classes kept per window and stream (default 5)")
     parser.add_argument("--batch", type=int, default=8, metavar="WINDOWS", help="windows per forward pass (default 8)")
     parser.add_argument("--merge", type=float, metavar="THRESHOLD",
@@ -427,7 +435,7 @@ def _add_timeline(sub) -> None:
                         help="with --merge: drop segments shorter than this and join their neighbours (default 0)")
     parser.add_argument("--flow-method", metavar="NAME", help="flow method (default: the flow stream's own)")
     parser.add_argument("--out", default="timeline", metavar="DIR", help="output folder (default: timeline)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_run_timeline)
 
@@ -469,7 +477,7 @@ def _add_watch(sub) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per prediction on stdout")
     parser.add_argument("--out", metavar="FILE", help="also write the predictions as JSON lines to FILE")
     parser.add_argument("--max-predictions", type=int, metavar="N", help="stop after N predictions")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.set_defaults(run=_run_watch)
 
 
@@ -504,7 +512,7 @@ def _add_features(sub) -> None:
     parser.add_argument("--concat", action="store_true", help="also write OUT/rgb_flow/<id>.npy ([rgb | flow])")
     parser.add_argument("--batch", type=int, default=32, metavar="SNIPPETS", help="snippets per forward pass (default 32)")
     parser.add_argument("--shard", metavar="I/N", help="every N-th video starting at I (default: torchrun's RANK/WORLD_SIZE)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", type=device_name, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_run_features)
 

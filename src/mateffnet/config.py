@@ -28,11 +28,13 @@ from mateffnet.runtime import DEVICES
 # The vocabulary the whole package shares, stated once here (this module imports no torch, so the CLI
 # can offer these as choices): the config below, argparse, the model, the reader of annotations and the
 # offline job all take their allowed values and defaults from these names.
-DATA_FORMATS = ("ucf101", "hmdb51", "kinetics400", "list", "folders")
+DATA_FORMATS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "sthv2", "diving48", "list", "folders")
 SPLITS = (1, 2, 3)  # the official splits of UCF101 and HMDB51
 MODALITIES = ("rgb", "flow")
 FLOW_METHODS = ("tvl1", "farneback", "raft")
 ATTENTION_TOKENS = ("segments", "spatiotemporal")
+TEMPORAL_ENCODINGS = ("none", "learned", "sinusoidal")  # position of each segment before attention
+READOUTS = ("mean", "query")  # how the attended segment tokens become one vector
 STEM_INIT_METHODS = ("cross_modality", "timm")
 TEST_CROPS = (1, 3, 10)
 DEFAULT_BOUND = 20.0  # ±pixels that 0–255 flow storage spans (TSN)
@@ -87,9 +89,9 @@ def opt(default, help: str, range: Range | None = None):
 @dataclass
 class DataConfig:
     root: str = opt(".", 'folder that the relative paths below are relative to')
-    format: str = opt("folders", 'annotation format: ucf101 | hmdb51 | kinetics400 | list | folders')
+    format: str = opt("folders", 'annotation format: ucf101 | hmdb51 | kinetics400 | kinetics600 | kinetics700 | sthv2 | diving48 | list | folders')
     store: str = opt("store", 'folder of packed videos written by `mateffnet prepare`')
-    annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV (kinetics400), train list (list)')
+    annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV or CSV folder (kinetics*), JSON folder (sthv2, diving48), train list (list)')
     val_annotations: str | None = opt(None, 'list format only: the validation/test list file')
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
     workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; 4 with GPU decoding)',
@@ -124,6 +126,8 @@ class ModelConfig:
     heads: int = opt(2, "attention heads (the paper: 2)", POSITIVE)
     embed_dim: int = opt(512, "Fc output and attention width (the paper: 512; a multiple of heads)", POSITIVE)
     attention_residual: bool = opt(False, 'add a residual connection around attention')
+    temporal_encoding: str = opt("none", "position of each segment added before attention: none (the paper) | learned | sinusoidal")
+    readout: str = opt("mean", "how the segment tokens become one vector: mean (the paper) | query (learned query)")
     dropout: float = opt(0.2, "dropout before the classifier (the paper: 0.2)", FRACTION)
     input_size: int | None = opt(None, "crop size; null: the paper's size for the backbone",
                                  Range(*INPUT_SIZE_RANGE))
@@ -177,6 +181,8 @@ CHOICES = {
     "data.split": SPLITS,
     "model.modality": MODALITIES,
     "model.attention_tokens": ATTENTION_TOKENS,
+    "model.temporal_encoding": TEMPORAL_ENCODINGS,
+    "model.readout": READOUTS,
     "model.stem_init": STEM_INIT_METHODS,
     "train.schedule": ("cosine", "step", "constant"),
     "train.bn": ("train", "partial", "frozen"),

@@ -1,4 +1,4 @@
-"""`python -m mateffnet.experiments [FOLDER]` writes the paper's run configs (default configs/).
+"""`python -m mateffnet.experiments [FOLDER]` writes the run configs of the paper and of the temporal-order ablation (default configs/).
 
 The runs themselves live in `mateffnet.engine.experiments`; this module is the documented entry point.
 """

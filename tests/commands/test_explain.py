@@ -20,9 +20,9 @@ def video(tmp_path_factory):
     return write_video(path, render_video("spin_cw", video_rng(0, CLASS_NAMES.index("spin_cw"), 0), 14, 64))
 
 
-def two_stream(folder, tokens="segments"):
+def two_stream(folder, tokens="segments", **order_options):
     options = dict(backbone="resnet18", input_size=56, num_segments=3, class_names=list(CLASS_NAMES),
-                   attention_tokens=tokens, frame_size="64", flow_params={"inner_iterations": 5, "outer_iterations": 1,
+                   attention_tokens=tokens, frame_size="64", **order_options, flow_params={"inner_iterations": 5, "outer_iterations": 1,
                                                                           "epsilon": 0.0})
     model = TwoStreamNet(StreamNet(9, modality="rgb", **options), StreamNet(9, modality="flow", flow_length=2, **options),
                          weights=(1.0, 1.5))
@@ -86,3 +86,16 @@ def test_explain_clips_draws_only_the_streams_given(tmp_path):
     assert set(predictions) == {"rgb"} and len(predictions["rgb"]) == 2
     with pytest.raises(MateffnetError, match="no clip given for the model's stream"):
         explain_clips(model, {}, {}, tmp_path / "out")
+
+
+def test_explain_and_predict_work_with_an_order_aware_model_at_another_segment_count(tmp_path, video, capsys):
+    model = two_stream(tmp_path / "model", temporal_encoding="learned", readout="query")  # trained at T = 3
+    result = explain_video(video, tmp_path / "model", tmp_path / "out", segments=5)
+    assert set(result.figures) == {"rgb", "flow"}
+    summary = json.loads(result.summary.read_text())
+    assert summary["segments"] == 5
+    expected = predict_video(model.eval(), {"64": decode_for(model.rgb, video)}, segments=5, crops=1)["fused"]
+    assert summary["predictions"]["fused"][0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert main(["predict", str(video), "--model", str(tmp_path / "model"), "--json", "--segments", "5"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(line) >= {"fused", "rgb", "flow"} and 0 < line["fused"][0]["prob"] <= 1

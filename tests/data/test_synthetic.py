@@ -208,3 +208,64 @@ def test_ball_colours_differ_while_their_brightness_and_motion_do_not():
                 assert ks_distance(hues[a], hues[b]) == 1.0  # colour separates the classes completely
                 for key in ("luma", "y"):  # brightness does not, nor where the ball is
                     assert ks_distance(balls[a][key], balls[b][key]) < ks_critical(balls[a][key], balls[b][key]), key
+
+
+# ---- the order-only classes (class_set="order") ----------------------------------------------------
+
+
+@pytest.mark.parametrize("first, twin", [("shuttle_right_left", "shuttle_left_right"),
+                                         ("pulse_grow_shrink", "pulse_shrink_grow")])
+def test_an_order_pair_is_the_same_frames_and_frame_pairs_in_another_order(first, twin):
+    frames = 24
+    a = render_video(first, video_rng(3, 0, 0), frames, 64)
+    b = render_video(twin, video_rng(3, 0, 0), frames, 64)
+    assert not np.array_equal(a, b)
+    as_set = lambda clip: sorted(frame.tobytes() for frame in clip)  # noqa: E731
+    assert as_set(a) == as_set(b)
+    # consecutive pairs (what each flow field is computed from): the same, except the one across the cut ...
+    pairs = lambda clip: {(x.tobytes(), y.tobytes()) for x, y in zip(clip[:-1], clip[1:])}  # noqa: E731
+    only_a, only_b = pairs(a) - pairs(b), pairs(b) - pairs(a)
+    assert len(only_a) == len(only_b) == 1
+    # ... which in both classes joins two frames showing the object at the same place (noise apart)
+    for x, y in (*only_a, *only_b):
+        x, y = (np.frombuffer(f, np.uint8).astype(float) for f in (x, y))
+        assert np.abs(x - y).mean() < 6  # sensor noise (σ = 3) only; a moving object differs far more
+    assert np.abs(a[1].astype(float) - a[0]).mean() > np.abs(a[12].astype(float) - a[11]).mean()
+
+
+def test_order_classes_move_as_named():
+    def motion(name, half):
+        clip = render_video(name, video_rng(5, 1, 0), 24, 64)
+        return mean_motion(clip[:12] if half == 0 else clip[12:])
+    assert motion("shuttle_right_left", 0)["vx"] > 0.5 > -0.5 > motion("shuttle_right_left", 1)["vx"]
+    assert motion("shuttle_left_right", 0)["vx"] < -0.5 < 0.5 < motion("shuttle_left_right", 1)["vx"]
+    assert motion("pulse_grow_shrink", 0)["radial"] > 0.2 > -0.2 > motion("pulse_grow_shrink", 1)["radial"]
+    assert motion("pulse_shrink_grow", 0)["radial"] < -0.2 < 0.2 < motion("pulse_shrink_grow", 1)["radial"]
+
+
+def test_a_stream_without_position_information_cannot_tell_an_order_pair_apart():
+    """Proof that the paper's stream sits at chance on the order pairs: it scores a clip and its twin the same."""
+    from mateffnet.models import StreamNet
+
+    torch.manual_seed(0)
+    a = render_video("pulse_grow_shrink", video_rng(4, 0, 0), 24, 64)
+    b = render_video("pulse_shrink_grow", video_rng(4, 0, 0), 24, 64)
+    times = np.arange(0, 24, 3)  # 8 evenly spaced segments: rotating by 12 frames maps them onto each other
+    to_clip = lambda clip: torch.from_numpy(clip[times]).permute(0, 3, 1, 2)[None]  # noqa: E731
+    assert not torch.equal(to_clip(a), to_clip(b))
+    for options in ({}, {"attention": False}):  # the paper's stream, the paper's baseline
+        model = StreamNet(2, backbone="resnet18", input_size=64, embed_dim=32, **options).eval()
+        with torch.no_grad():
+            assert torch.allclose(model(to_clip(a)), model(to_clip(b)), atol=1e-5, rtol=1e-5)
+
+
+def test_the_order_class_set_holds_the_nine_classes_and_the_order_pairs(tmp_path):
+    dataset = make_synthetic_dataset(tmp_path, videos_per_class=2, frames=8, size=48, seed=1, class_set="order",
+                                     progress=False)
+    names = (tmp_path / "classes.txt").read_text().split()
+    assert names == sorted(names) == dataset.class_names and len(names) == 13
+    assert set(CLASS_NAMES) < set(names)
+    assert {"pulse_grow_shrink", "pulse_shrink_grow", "shuttle_left_right", "shuttle_right_left"} < set(names)
+    assert len(read_list(dataset.train_list)) == 13
+    with pytest.raises(MateffnetError, match="class_set must be one of default, order"):
+        make_synthetic_dataset(tmp_path / "x", videos_per_class=2, class_set="reversed", progress=False)

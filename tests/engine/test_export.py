@@ -166,3 +166,20 @@ def test_cli_export_prints_each_stream_and_its_check(tmp_path, capsys):
 def test_cli_export_reports_a_missing_folder_as_an_error(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "nothing")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("options", [{"temporal_encoding": "learned", "readout": "query"},
+                                     {"temporal_encoding": "sinusoidal"}])
+def test_an_order_aware_stream_exports_with_a_dynamic_segment_count(tmp_path, options, exporter):
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    model = small_stream("flow", num_segments=4, **options)
+    if model.temporal_encoding.kind == "learned":  # a trained-looking table, so interpolation matters
+        with torch.no_grad():
+            model.temporal_encoding.table.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    result = export_stream(model, tmp_path / "model.onnx", "onnx", onnx_exporter=exporter)
+    assert result.max_abs_diff < 1e-4
+    for segments in (1, 4, 7):  # fewer, as many as, more than the training segments: interpolated encodings
+        clips = example_clips(model, batch=2, segments=segments, seed=segments)
+        np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", clips), reference(model, clips), atol=1e-4, rtol=1e-4)

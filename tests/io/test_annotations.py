@@ -325,3 +325,136 @@ def test_an_empty_list_file_is_an_error_in_list_format_too(tmp_path):
     empty.write_text("")
     with pytest.raises(MateffnetError, match="list.txt: empty annotation file"):
         load_annotations(tmp_path, "list", empty)
+
+
+# ------------------------------------------- motion-centric datasets: Something-Something v2, Kinetics-600/700, Diving48
+
+from mateffnet.io.annotations import diving48, kinetics600, kinetics700, sthv2  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def official(shared_data):
+    """The datasets' own annotation files (../shared/data/annotations, README there)."""
+    folder = shared_data / "annotations"
+    if not folder.is_dir():
+        pytest.skip(f"no official annotation files at {folder}")
+    return folder
+
+
+def test_sthv2_official_validation_and_test_splits(official, tmp_path):
+    ann = sthv2(tmp_path, official / "sthv2")
+    assert len(ann.classes) == 174
+    assert ann.classes[0] == "Approaching something with your camera"  # id "0" in the labels file
+    assert set(ann.subsets) == {"validation", "test"}  # the train split is not in shared
+    validation, test = ann.items("validation"), ann.items("test")
+    assert (len(validation), len(test)) == (24777, 27157)
+    assert {item.label for item in validation} == set(range(174))
+    assert {item.label for item in test} == {-1}  # the test split has no labels
+    first = validation[0]  # {"id":"74225", "template":"Spinning [something] that quickly stops spinning", ...}
+    assert first.video_id == "74225" and first.path.name == "74225.webm"
+    assert ann.classes[first.label] == "Spinning something that quickly stops spinning"
+    # templates with other placeholders ([number of], [part]) name their class without brackets as well
+    names = {ann.classes[item.label] for item in validation}
+    assert {"Stacking number of something", "Moving part of something"} <= names
+    # the labels file's order is mmaction2's label map's
+    label_map = [line.strip() for line in (official / "sthv2/label_map.txt").read_text().splitlines() if line.strip()]
+    assert ann.classes == label_map
+
+
+def test_sthv2_template_not_in_the_labels_file_is_a_one_line_error(official, tmp_path):
+    (tmp_path / "something-something-v2-labels.json").write_bytes((official / "sthv2/something-something-v2-labels.json").read_bytes())
+    (tmp_path / "something-something-v2-validation.json").write_text(
+        '[{"id": "1", "label": "x", "template": "Juggling [something]", "placeholders": ["x"]}]')
+    with pytest.raises(MateffnetError, match=r"entry 0 \(id 1\): template 'Juggling \[something\]' is not a class"):
+        sthv2(tmp_path, tmp_path)
+
+
+def test_kinetics600_official_validation_csv_and_test_samples(official, tmp_path):
+    ann = kinetics600(tmp_path, official / "kinetics600/kinetics-600_val.csv")
+    assert ann.format == "kinetics600" and len(ann.classes) == 600
+    assert len(ann.items("val")) == 30000
+    counts = {}
+    for item in ann.items("val"):
+        counts[item.label] = counts.get(item.label, 0) + 1
+    assert set(counts.values()) == {50}
+    assert ann.items("val")[0].video_id == "yq_M1PMw2hY_000038_000048"
+    labelled = kinetics600(tmp_path, official / "kinetics600/kinetics_600_test_labelled.first200.csv")
+    assert len(labelled.items("test")) == 200 and min(i.label for i in labelled.items("test")) >= 0
+    unlabelled = kinetics600(tmp_path, official / "kinetics600/kinetics-600_test.first200.csv")
+    assert len(unlabelled.items("test")) == 200 and {i.label for i in unlabelled.items("test")} == {-1}
+    holdout = kinetics600(tmp_path, official / "kinetics600/kinetics_600_holdout_test.first200.csv")
+    assert len(holdout.items("holdout_test")) == 200
+
+
+def test_kinetics600_folder_takes_its_class_order_from_the_label_file_and_is_detected(official, tmp_path):
+    folder = tmp_path / "k600"
+    folder.mkdir()
+    for name in ("kinetics-600_test.first200.csv", "label_map_600.txt"):
+        (folder / name).write_bytes((official / "kinetics600" / name).read_bytes())
+    ann = load_annotations(tmp_path, "auto", folder)
+    assert ann.format == "kinetics600" and len(ann.classes) == 600  # classes of an unlabelled CSV: from the file
+    assert ann.classes[:2] == ["abseiling", "acting in play"]
+    assert len(ann.items("test")) == 200
+
+
+def test_kinetics700_class_list_and_detection(official, tmp_path):
+    folder = tmp_path / "k700"
+    folder.mkdir()
+    (folder / "categories.json").write_bytes((official / "kinetics700/categories.json").read_bytes())
+    (folder / "val.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                    "abseiling,aaaaaaaaaaa,1,11,val\nzumba,bbbbbbbbbbb,0,10,val\n")
+    assert detect_format(folder) == "kinetics700"
+    ann = kinetics700(tmp_path, folder)
+    labels = [line.strip() for line in (official / "kinetics700/label_map_k700.txt").read_text().splitlines() if line.strip()]
+    assert ann.classes == labels and len(labels) == 700
+    assert [ann.classes[i.label] for i in ann.items("val")] == ["abseiling", "zumba"]
+    (folder / "val.csv").write_text("label,youtube_id,time_start,time_end,split\nunheard of,ccccccccccc,0,10,val\n")
+    with pytest.raises(MateffnetError, match="categories.json: 1 label"):
+        kinetics700(tmp_path, folder)
+
+
+def diving48_folder(folder, vocab=True):
+    """Diving48's files as published (schema of the official JSON; the files themselves are not in shared)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if vocab:
+        (folder / "Diving48_vocab.json").write_text(json.dumps(
+            [["Back", "15som", "05Twis", "FREE"], ["Back", "15som", "15Twis", "FREE"], ["Forward", "25som", "NoTwis", "PIKE"]]))
+    (folder / "Diving48_V2_train.json").write_text(json.dumps(
+        [{"vid_name": "-mmq0PT-u8k_00155", "label": 0, "start_frame": 0, "end_frame": 84},
+         {"vid_name": "-mmq0PT-u8k_00156", "label": 2, "start_frame": 0, "end_frame": 90}]))
+    (folder / "Diving48_V2_test.json").write_text(json.dumps(
+        [{"vid_name": "0GtdqDr0F2M_00001", "label": 1, "start_frame": 0, "end_frame": 77}]))
+    return folder
+
+
+def test_diving48_published_schema(tmp_path):
+    folder = diving48_folder(tmp_path / "ann")
+    assert detect_format(folder) == "diving48"
+    ann = diving48(tmp_path / "rgb", folder)
+    assert ann.classes == ["Back+15som+05Twis+FREE", "Back+15som+15Twis+FREE", "Forward+25som+NoTwis+PIKE"]
+    assert [(i.video_id, i.path.name, i.label) for i in ann.items("train")] == [
+        ("-mmq0PT-u8k_00155", "-mmq0PT-u8k_00155.mp4", 0), ("-mmq0PT-u8k_00156", "-mmq0PT-u8k_00156.mp4", 2)]
+    assert [i.label for i in ann.items("test")] == [1]
+
+
+def test_diving48_vocabulary_names_are_mmaction2s_label_map(official, tmp_path):
+    label_map = (official / "diving48/label_map.txt").read_text().split()
+    assert len(label_map) == 48 and label_map[0] == "Back+15som+05Twis+FREE"
+    folder = diving48_folder(tmp_path / "ann", vocab=False)
+    (folder / "label_map.txt").write_bytes((official / "diving48/label_map.txt").read_bytes())
+    assert diving48(tmp_path, folder).classes == label_map  # without the vocabulary, its label map serves
+    (folder / "Diving48_V2_test.json").write_text('[{"vid_name": "x", "label": 48}]')
+    with pytest.raises(MateffnetError, match=r"Diving48_V2_test.json: entry 0 \(x\): label must be 0…47, got 48"):
+        diving48(tmp_path, folder)
+
+
+def test_missing_motion_dataset_videos_are_summarised_in_one_line(tmp_path):
+    folder = diving48_folder(tmp_path / "ann")
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "rgb" / "-mmq0PT-u8k_00156.mp4").write_bytes(b"x")
+    present, missing = split_missing(diving48(tmp_path / "rgb", folder).items())
+    assert [i.video_id for i in present] == ["-mmq0PT-u8k_00156"]
+    assert missing_summary(missing, 3) == ("2 of 3 listed videos are missing and left out: -mmq0PT-u8k_00155.mp4, "
+                                           "0GtdqDr0F2M_00001.mp4")

@@ -13,6 +13,14 @@
 Expected: the flow stream wins on the motion classes (RGB is at chance between the two directions of a
 pair), the RGB stream wins on the colour classes (flow cannot tell the colours apart), and the fusion is
 at least as good as the better stream overall.
+
+`mateffnet demo --order` (`run_order_demo`) adds four order-only classes (two pairs made of the same
+frames in another order, `data.synthetic`) and trains both streams in four variants: the paper's
+baseline (no attention, mean), the paper's stream (attention, no position information, mean), and the
+stream with a learned or a sinusoidal temporal position encoding (`models/temporal.py`). It writes the
+ablation table (order-only classes vs the others, per stream and variant) into its report.html and
+results.json; the sinusoidal pair is also saved as the folder's two-stream model. It is a separate command
+because training eight streams takes several times the default demo's time.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import torch
 
 from mateffnet.commands.explain import explain_video
 from mateffnet.config import MODALITIES, config_from_dict
-from mateffnet.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
+from mateffnet.data.synthetic import CLASS_SETS, ORDER_CLASSES, SYNTHETIC_CLASSES, make_synthetic_dataset
+from mateffnet.engine.checkpoint import latest_checkpoint
 from mateffnet.engine.scoring import evaluate_streams
 from mateffnet.engine.train import train
 from mateffnet.errors import MateffnetError
@@ -45,7 +54,18 @@ def _lite0_available() -> bool:
     return True
 
 
-def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: int):
+# The ablation of `run_order_demo`: variant name → StreamNet options (all other settings are the demo's).
+ORDER_VARIANTS = {
+    "baseline": {"attention": False},  # the paper's baseline: Fc → mean → Fc
+    "paper": {},  # MAT-EffNet: attention without position information, then the mean
+    "learned": {"temporal_encoding": "learned"},
+    "sinusoidal": {"temporal_encoding": "sinusoidal"},
+}
+ORDER_AWARE_VARIANTS = ("learned", "sinusoidal")
+SAVED_ORDER_VARIANT = "sinusoidal"  # the two-stream model left in the order demo's folder
+
+
+def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: int, model_options: dict | None = None):
     pretrained = _lite0_available()
     return config_from_dict({
         "name": f"demo_{modality}",
@@ -58,6 +78,7 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
         "model": {
             "modality": modality, "backbone": "tf_efficientnet_lite0" if pretrained else "resnet18",
             "pretrained": "lite0-pypi" if pretrained else None, "input_size": 56, "num_segments": 4, "flow_length": 4,
+            **(model_options or {}),
         },
         "train": {
             "epochs": epochs, "batch_size": 12, "lr": 0.005, "warmup_epochs": 1.0, "weight_decay": 1e-4,
@@ -79,19 +100,7 @@ def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int =
         timings[name] = round(time.perf_counter() - started, 1)
         print(f"[{name}: {timings[name]:.0f} s]")
 
-    started = time.perf_counter()
-    print(f"1/5 generating the synthetic dataset in {out_dir / 'videos'}")
-    dataset = make_synthetic_dataset(out_dir / "videos", videos_per_class=videos_per_class, frames=24, size=64,
-                                     seed=seed, progress=progress)
-    step("generate", started)
-
-    started = time.perf_counter()
-    print(f"2/5 preparing {dataset.num_videos} videos: decoding + TV-L1 optical flow on {device} → {out_dir / 'store'}")
-    report = prepare_dataset(out_dir / "videos", out_dir / "store", "folders",
-                             options=PrepareOptions(size=64, flow_method="tvl1", device=device), progress=progress)
-    if report.exit_status != 0:
-        raise MateffnetError(f"preparing the demo videos failed: {report.summary()}")
-    step("prepare", started)
+    dataset = _videos_and_store(out_dir, device, seed, videos_per_class, "default", progress, step)
 
     for modality in MODALITIES:
         started = time.perf_counter()
@@ -128,6 +137,158 @@ def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int =
     print(f"\nmodels: {out_dir / 'rgb'}, {out_dir / 'flow'}  (mateffnet predict VIDEO --model {out_dir})")
     print(f"report: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
     return results
+
+
+def _videos_and_store(out_dir: Path, device: str, seed: int, videos_per_class: int, class_set: str, progress: bool,
+                      step):
+    """Steps 1 and 2: the synthetic videos under out_dir/videos, their packed store under out_dir/store."""
+
+    started = time.perf_counter()
+    print(f"1/5 generating the synthetic dataset in {out_dir / 'videos'}")
+    dataset = make_synthetic_dataset(out_dir / "videos", videos_per_class=videos_per_class, frames=24, size=64,
+                                     seed=seed, class_set=class_set, progress=progress)
+    step("generate", started)
+
+    started = time.perf_counter()
+    print(f"2/5 preparing {dataset.num_videos} videos: decoding + TV-L1 optical flow on {device} → {out_dir / 'store'}")
+    report = prepare_dataset(out_dir / "videos", out_dir / "store", "folders",
+                             options=PrepareOptions(size=64, flow_method="tvl1", device=device), progress=progress)
+    if report.exit_status != 0:
+        raise MateffnetError(f"preparing the demo videos failed: {report.summary()}")
+    step("prepare", started)
+    return dataset
+
+
+def run_order_demo(out_dir: str | Path = "demo_order_out", device: str = "auto", seed: int = 0,
+                   videos_per_class: int = 16, epochs: int = 10, progress: bool = True,
+                   variants: tuple[str, ...] = tuple(ORDER_VARIANTS)) -> dict:
+    """The order ablation (module docstring) into `out_dir`; returns the results dict also written to results.json."""
+
+    unknown = [v for v in variants if v not in ORDER_VARIANTS]
+    if unknown:
+        raise MateffnetError(f"unknown order variant(s) {', '.join(unknown)}; expected some of {', '.join(ORDER_VARIANTS)}")
+    out_dir = Path(out_dir)
+    device = str(resolve_device(device).type)
+    torch.manual_seed(seed)
+    timings = {}
+
+    def step(name: str, started: float) -> None:
+        timings[name] = round(time.perf_counter() - started, 1)
+        print(f"[{name}: {timings[name]:.0f} s]")
+
+    dataset = _videos_and_store(out_dir, device, seed, videos_per_class, "order", progress, step)
+    groups = {c.name: c.group for c in CLASS_SETS["order"]}
+    streams, per_variant = {}, {}
+    for number, variant in enumerate(variants, start=1):
+        options = ORDER_VARIANTS[variant]
+        folder = out_dir / "variants" / variant
+        started = time.perf_counter()
+        for modality in MODALITIES:
+            config = demo_config(out_dir, modality, device, seed, epochs, options)
+            print(f"3/5 [{number}/{len(variants)}] training the {modality} stream, variant {variant} "
+                  f"({_describe_variant(options)}), {epochs} epochs")
+            run = out_dir / "runs" / f"{variant}_{modality}"
+            train(config, run, resume=latest_checkpoint(run) is not None, progress=progress)  # a rerun keeps trained epochs
+            shutil.rmtree(folder / modality, ignore_errors=True)
+            StreamNet.from_pretrained(run / "last").save_pretrained(folder / modality)
+        TwoStreamNet.from_pretrained(folder).save_pretrained(folder)
+        step(f"train {variant}", started)
+        started = time.perf_counter()
+        print(f"4/5 evaluating variant {variant} (8 segments × 3 crops)")
+        data = demo_config(out_dir, "rgb", device, seed, epochs).data
+        result = evaluate_streams(data, {name: folder / name for name in MODALITIES}, out_dir / "evaluation" / variant,
+                                  segments=8, crops=3, device=device, workers=0, progress=progress,
+                                  title=f"variant {variant}")
+        step(f"evaluate {variant}", started)
+        per_variant[variant] = result
+        for stream, metrics in result["streams"].items():
+            streams[f"{stream} · {variant}"] = metrics
+    if SAVED_ORDER_VARIANT in per_variant:  # predict/explain/export take the folder as a two-stream model
+        for modality in MODALITIES:
+            shutil.rmtree(out_dir / modality, ignore_errors=True)
+            shutil.copytree(out_dir / "variants" / SAVED_ORDER_VARIANT / modality, out_dir / modality)
+        TwoStreamNet.from_pretrained(out_dir).save_pretrained(out_dir)
+
+    started = time.perf_counter()
+    print("5/5 the ablation table and the HTML report")
+    results = {"title": "mateffnet demo --order: the segments' order, with and without a temporal position encoding",
+               "class_names": dataset.class_names, "class_groups": groups, "videos": next(iter(per_variant.values()))["videos"],
+               "fusion_weights": {"rgb": 1.0, "flow": 1.0}, "streams": streams,
+               "variants": {v: _describe_variant(ORDER_VARIANTS[v]) for v in variants}}
+    results["group_accuracy"] = group_accuracy(results, groups)
+    results["pair_accuracy"] = {name: order_pair_accuracy(per_variant[name.split(" · ")[1]], name.split(" · ")[0])
+                                for name in streams}
+    results["timings_s"] = timings
+    images = {}
+    for variant in variants:
+        images[f"Confusion matrices (fused)/{variant}"] = out_dir / "evaluation" / variant / "confusion_fused.png"
+    if SAVED_ORDER_VARIANT in per_variant:
+        images.update(_order_attention_figures(out_dir, dataset, device))
+    _write_order_report(out_dir, results, images)
+    atomic_write_json(out_dir / "results.json", results)
+    step("report", started)
+    print(format_order_summary(results))
+    print(f"\nreport: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
+    return results
+
+
+def _describe_variant(options: dict) -> str:
+    if options.get("attention") is False:
+        return "no attention, mean of the segments (the paper's baseline)"
+    encoding = options.get("temporal_encoding", "none")
+    if encoding == "none":
+        return "attention without position information, mean (the paper's stream)"
+    return f"attention over segments with a {encoding} temporal position encoding, mean"
+
+
+def order_pair_accuracy(result: dict, stream: str) -> float | None:
+    """Mean per-class top-1 over the order-only classes (their pairs differ only in the order of frames)."""
+    per_class = result["streams"][stream]["per_class"]
+    values = [per_class[name] for name in _order_classes() if per_class.get(name) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _order_classes() -> list[str]:
+
+    return [c.name for c in ORDER_CLASSES]
+
+
+def format_order_summary(results: dict) -> str:
+    """The ablation table: per stream and variant, the order-only classes vs the others (mean class top-1)."""
+    groups = results["class_groups"]
+    others = [n for n in results["class_names"] if groups.get(n) != "order"]
+    lines = ["", f"{'':<22}{'order-only classes':>20}{'other classes':>15}{'all (top-1)':>13}"]
+    for name, metrics in results["streams"].items():
+        other = np.mean([metrics["per_class"][c] for c in others if metrics["per_class"].get(c) is not None])
+        lines.append(f"{name:<22}{100 * results['pair_accuracy'][name]:>19.1f}%{100 * other:>14.1f}%"
+                     f"{100 * metrics['top1']:>12.1f}%")
+    lines.append("  (order-only: 4 classes in 2 pairs, chance 50 % within a pair; others: the default demo's 9 classes)")
+    return "\n".join(lines)
+
+
+def _order_attention_figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
+
+    images = {}
+    test_videos = [line.split()[0] for line in dataset.test_list.read_text().splitlines() if line.strip()]
+    for name in ("pulse_grow_shrink", "pulse_shrink_grow"):
+        video = next(v for v in test_videos if v.startswith(f"{name}/"))
+        result = explain_video(dataset.root / video, out_dir, out_dir / "attention", device=device)
+        for stream, path in result.figures.items():
+            images[f"Attention ({SAVED_ORDER_VARIANT} encoding)/{name} — {stream}"] = path
+    return images
+
+
+def _write_order_report(out_dir: Path, results: dict, images: dict[str, Path]) -> None:
+
+    report = {k: results[k] for k in ("title", "class_names", "fusion_weights", "videos", "streams", "class_groups")}
+    report["description"] = (
+        "Rows of the tables below are 'stream · variant'. The order group holds two pairs of classes made of the "
+        "same frames in another order (a diamond sliding right then back left vs left then back right; a disc "
+        "growing then shrinking vs shrinking then growing): a stream that sees only the set of its segments "
+        "cannot beat chance (50 % within a pair) on them.")
+    report["notes"] = [f"{variant}: {text}" for variant, text in results["variants"].items()]
+    report["details"] = {f"time: {k}": f"{v} s" for k, v in results["timings_s"].items()}
+    write_report(out_dir / "report.html", report, images)
 
 
 def group_accuracy(results: dict, groups: dict[str, str]) -> dict:
@@ -186,6 +347,10 @@ def _write_report(out_dir: Path, results: dict, images: dict[str, Path]) -> None
     write_report(out_dir / "report.html", report, images)
 
 
-def run(out: str, *, device: str, seed: int, videos_per_class: int, epochs: int, progress: bool) -> int:
-    run_demo(out, device, seed, videos_per_class, epochs, progress=progress)
+def run(out: str | None, *, order: bool = False, device: str, seed: int, videos_per_class: int, epochs: int,
+        progress: bool) -> int:
+    if order:
+        run_order_demo(out or "demo_order_out", device, seed, videos_per_class, epochs, progress=progress)
+    else:
+        run_demo(out or "demo_out", device, seed, videos_per_class, epochs, progress=progress)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mateffnet.config import MODALITIES, DataConfig
+from mateffnet.engine import fusion
 from mateffnet.engine.scoring import evaluate_streams, load_scores, summarize, write_outputs
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import output_folder
@@ -53,11 +54,23 @@ def format_summary(results: dict) -> str:
 def run(*, model: str | None, rgb: str | None, flow: str | None, scores: str | None, data: str | None, format: str,
         annotations: str | None, split: int, videos: str | None, classes: str | None, segments: int, crops: int,
         fusion_weights: tuple[float, float], batch_size: int, workers: int | None, device: str, out: str,
-        progress: bool, damaged: str = "stop") -> int:
+        progress: bool, damaged: str = "stop", tune_fusion: str | None = None) -> int:
     output_folder(out)
-    weights = tuple(fusion_weights)
+    weights, choice = tuple(fusion_weights), None
+    if tune_fusion:  # the flow weight is chosen on validation scores only; the test scores are not looked at
+        val_ids, val_labels, val_classes, val_scores = load_scores(tune_fusion)
+        choice = fusion.tune_flow_weight({k: v for k, v in val_scores.items() if k in MODALITIES}, val_labels)
+        weights = choice.weights
+
+    def tuning_table(test_ids, class_names, test_scores, test_labels) -> str:
+        return fusion.tuned_fusion_report(choice, tune_fusion, val_ids, val_classes, test_ids, class_names,
+                                          {k: v for k, v in test_scores.items() if k in MODALITIES}, test_labels, out)
+
     if scores:
+        tuning = tuning_table(*_scores_for_tuning(scores)) if choice is not None else None
         print(format_summary(refuse(scores, out, weights)))
+        if tuning:
+            print(tuning)
         return 0
     folders = model_folders(model, rgb, flow)
     if not data:
@@ -67,5 +80,12 @@ def run(*, model: str | None, rgb: str | None, flow: str | None, scores: str | N
     results = evaluate_streams(data_config, folders, out, weights, segments, crops, batch_size, device, workers,
                                progress=progress, damaged=damaged)
     print(format_summary(results))
+    if choice is not None:
+        print(tuning_table(*_scores_for_tuning(Path(out) / "scores.npz")))
     print(f"written to {out}/: metrics.json, per_class.csv, confusion_*.png, scores.npz")
     return 0
+
+
+def _scores_for_tuning(path) -> tuple:
+    ids, labels, class_names, scores = load_scores(path)
+    return ids, class_names, scores, labels

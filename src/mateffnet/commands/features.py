@@ -188,7 +188,7 @@ def extract_features(data: str | Path, model_dir: str | Path, out: str | Path, o
     """Features of every video under `data` (this process's shard) into `out`; finished videos are skipped."""
     from tqdm import tqdm
 
-    from mateffnet.engine.distributed import resolve_device
+    from mateffnet.runtime import resolve_device
 
     for name in options.streams:
         if name not in ("rgb", "flow"):

@@ -73,9 +73,10 @@ def evaluate_pair(config: ExperimentConfig, rgb_dir: Path, flow_dir: Path, out_d
 def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:
     """Markdown in the layout of the paper's table, ours beside the paper's (mean over the splits run)."""
     dataset = TABLES[table]
-    kinetics = dataset == "kinetics400"
+    kinetics = all(run.split is None for run in plan)  # one split: top-1 and top-5 columns
     splits = sorted({run.split for run in plan if run.split})
-    title = {"ucf101": "UCF101", "hmdb51": "HMDB51", "kinetics400": "Kinetics-400"}[dataset]
+    title = {"ucf101": "UCF101", "hmdb51": "HMDB51", "kinetics400": "Kinetics-400", "kinetics600": "Kinetics-600",
+             "kinetics700": "Kinetics-700", "sthv2": "Something-Something v2", "diving48": "Diving48"}[dataset]
     lines = [f"## {table.capitalize()}: {title}" + (f" (mean of split{'s' if len(splits) > 1 else ''} "
                                                      f"{', '.join(map(str, splits))})" if splits else ""), ""]
     if kinetics:
@@ -85,11 +86,12 @@ def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:
         lines += ["| Backbone | Input | Attention | RGB | Flow | Two-stream | Paper two-stream |", "|---|---|---|---|---|---|---|"]
     seen = []
     for run in plan:
-        key = (run.backbone, run.attention)
+        key = (run.backbone, run.attention, run.temporal_encoding)
         if key in seen:
             continue
         seen.append(key)
-        pairs = [results[r.pair] for r in plan if (r.backbone, r.attention) == key and r.modality == "rgb"]
+        pairs = [results[r.pair] for r in plan
+                 if (r.backbone, r.attention, r.temporal_encoding) == key and r.modality == "rgb"]
         mean = {stream: {metric: 100 * float(np.mean([p["streams"][stream][metric] for p in pairs]))
                          for metric in ("top1", "top5")} for stream in ("rgb", "flow", "fused")}
         paper = {column: PAPER_RESULTS.get((dataset, run.backbone, run.attention, column))
@@ -97,6 +99,8 @@ def format_table(table: str, plan: list[Run], results: dict[str, dict]) -> str:
         size = Run(dataset, run.split, run.backbone, run.attention, "rgb").config()["model"]["input_size"]
         if kinetics:
             label = f"{'MAT-EffNet' if run.attention else 'EfficientNet-B0'}"
+            if run.temporal_encoding != "none":
+                label += f" + {run.temporal_encoding} temporal encoding"
             lines.append(f"| {label} | {size} | {mean['rgb']['top1']:.1f} | {mean['flow']['top1']:.1f} | "
                          f"{mean['fused']['top1']:.1f} | {mean['fused']['top5']:.1f} | {_cell(paper['fused_top1'])} | "
                          f"{_cell(paper['fused_top5'])} |")

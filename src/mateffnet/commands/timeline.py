@@ -185,7 +185,7 @@ def run_timeline(videos: list[str], model_dir: str | Path, out: str | Path, opti
     gets one error line on stderr and the others go on), then a summary. Returns (results, failures)."""
     import sys
 
-    from mateffnet.engine.distributed import resolve_device
+    from mateffnet.runtime import resolve_device
 
     resolved = resolve_device(device)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=resolved)

@@ -274,7 +274,7 @@ def _format(record: dict) -> str:
 
 def run_watch(source: str, model_dir: str | Path, options: WatchOptions, device: str = "auto") -> int:
     """The command: load the model, watch, print the summary on stderr; exit status 1 on a broken source."""
-    from mateffnet.engine.distributed import resolve_device
+    from mateffnet.runtime import resolve_device
 
     resolved = resolve_device(device)
     model = TwoStreamNet.from_pretrained(model_dir, map_location=resolved)

@@ -16,6 +16,29 @@ right, expanding from contracting or clockwise from counter-clockwise; the optic
 one motion and one brightness distribution (their colours differ only in chroma, BT.601), so their flow is
 the same whatever the colour; the RGB frames tell them apart at a glance.
 
+**Order-only classes** (`class_set="order"`, the nine above plus four; what `mateffnet demo --order` uses):
+two pairs whose two classes are made of the same frames and differ only in the order of those frames:
+
+- a textured diamond that slides right and comes back (`shuttle_right_left`) vs one that slides left and
+  comes back (`shuttle_left_right`);
+- a checkered disc that grows then shrinks (`pulse_grow_shrink`) vs one that shrinks then grows
+  (`pulse_shrink_grow`).
+
+The second class of a pair is the first one's clip rotated by half its length (`np.roll(clip, frames // 2)`):
+with position (or radius) p(t) = p0 ± v·min(t, N−1−t), frame t of "right then left" is frame t + N/2 of
+"left then right". Not the clip played backwards: reversing time also reverses every flow field, so a
+reversed "grow then shrink" would still grow first and its flow stacks would be the negated ones, a
+different set. Rotating keeps every pair of consecutive frames a pair of consecutive frames (except the
+one pair across the cut, which in both classes joins two frames at the same place: zero motion, like the
+pair at the turn), so for an even frame count each class's frames *and* flow stacks are the same multiset,
+in another order. A model that only sees the set of its segments (the paper's stream: attention without
+position information, then a mean) therefore gives the same scores to a clip and its rotated twin and
+cannot beat chance on these pairs; a square sliding "right then up" vs "up then right" would not do: its
+two classes trace different L shapes, which a set of frames already tells apart. The shuttle's start is
+uniform on the (horizontally wrapping) frame and the pulse's sizes are the same range in both classes, so
+even the distribution of one frame says nothing. Video i of a pair's second class is drawn from the random
+stream of video i of the first class, so the dataset holds each clip together with its rotated twin.
+
 Layout written by `make_synthetic_dataset(out_dir, ...)`:
 
     out_dir/synthetic.json                 the settings, the classes (name, group, description), counts
@@ -26,6 +49,8 @@ Layout written by `make_synthetic_dataset(out_dir, ...)`:
 A horizontal flip turns slide_left into slide_right and spin_cw into spin_ccw (and back): train on this
 dataset with horizontal-flip augmentation off, or flip and swap labels with `HORIZONTAL_FLIP_SWAPS` (the
 rings and the balls are mirror-symmetric in distribution, so their labels survive a flip).
+
+The order-only pairs: a flip swaps shuttle_right_left and shuttle_left_right; the pulses survive it.
 
 Class names sort alphabetically in label order, so a folder-per-class reader that sorts class folders
 assigns the same labels as the list files. Each video is generated from its own random stream
@@ -71,10 +96,25 @@ SYNTHETIC_CLASSES = (
     SyntheticClass("spin_ccw", "motion", "a pinwheel-textured disc turning counter-clockwise"),
     SyntheticClass("spin_cw", "motion", "a pinwheel-textured disc turning clockwise"),
 )
+ORDER_CLASSES = (
+    SyntheticClass("pulse_grow_shrink", "order", "a checkered disc growing, then shrinking back"),
+    SyntheticClass("pulse_shrink_grow", "order", "a checkered disc shrinking, then growing back"),
+    SyntheticClass("shuttle_left_right", "order", "a textured diamond sliding left, then back right"),
+    SyntheticClass("shuttle_right_left", "order", "a textured diamond sliding right, then back left"),
+)
 CLASS_NAMES = tuple(c.name for c in SYNTHETIC_CLASSES)
+# Which classes a dataset holds: "default" (the nine above, the demo's) or "order" (plus the order-only pairs).
+CLASS_SETS = {
+    "default": SYNTHETIC_CLASSES,
+    "order": tuple(sorted(SYNTHETIC_CLASSES + ORDER_CLASSES, key=lambda c: c.name)),
+}
+ALL_CLASSES = {c.name: c for c in CLASS_SETS["order"]}
+# The second class of each order-only pair is the first one's clip rotated by half its length.
+ROTATED_TWIN = {"shuttle_left_right": "shuttle_right_left", "pulse_shrink_grow": "pulse_grow_shrink"}
 # What a horizontal flip makes of a class (classes not named keep their label).
 HORIZONTAL_FLIP_SWAPS = {"slide_left": "slide_right", "slide_right": "slide_left", "spin_cw": "spin_ccw",
-                         "spin_ccw": "spin_cw"}
+                         "spin_ccw": "spin_cw", "shuttle_left_right": "shuttle_right_left",
+                         "shuttle_right_left": "shuttle_left_right"}
 
 # Hue of each ball in the (Cb, Cr) chroma plane of BT.601 YCbCr: the directions of pure red, green, blue.
 _BALL_HUES = {"ball_red": math.atan2(0.5, -0.1687), "ball_green": math.atan2(-0.4187, -0.3313),
@@ -105,13 +145,15 @@ def make_synthetic_dataset(
     test_fraction: float = 0.25,
     fps: int = 8,
     codec: str | None = None,
+    class_set: str = "default",
     progress: bool = True,
 ) -> SyntheticDataset:
     """Write the dataset under `out_dir` (see the module docstring) and return where everything is.
 
     `videos_per_class` videos per class, the last round(test_fraction · videos_per_class) (at least one) of
     each class in the test list, the rest in the train list. `codec`: "libx264" or "mpeg4"; None picks
-    libx264 when PyAV's FFmpeg has it. Rerunning with the same settings keeps the videos already written;
+    libx264 when PyAV's FFmpeg has it. `class_set`: "default" (nine classes) or "order" (thirteen, with the
+    order-only pairs; labels follow the sorted names of the set). Rerunning with the same settings keeps the videos already written;
     a folder made with other settings is refused (one-line error) rather than mixed.
     """
     import av
@@ -123,23 +165,30 @@ def make_synthetic_dataset(
         raise MateffnetError(f"codec must be 'libx264' or 'mpeg4', got {codec!r}")
     if codec not in av.codecs_available:
         raise MateffnetError(f"this PyAV build's FFmpeg has no {codec} encoder")
+    if class_set not in CLASS_SETS:
+        raise MateffnetError(f"class_set must be one of {', '.join(CLASS_SETS)}, got {class_set!r}")
+    classes = CLASS_SETS[class_set]
+    names = tuple(c.name for c in classes)
     out_dir = Path(out_dir)
     settings = {"generator_version": GENERATOR_VERSION, "videos_per_class": videos_per_class, "frames": frames,
                 "size": size, "seed": seed, "test_fraction": test_fraction, "fps": fps, "codec": codec}
-    _claim_folder(out_dir, settings)
+    if class_set != "default":  # folders made before class sets existed keep their settings
+        settings["class_set"] = class_set
+    _claim_folder(out_dir, settings, classes)
 
     num_test = min(videos_per_class - 1, max(1, round(test_fraction * videos_per_class)))
     lines = {"train": [], "test": []}
     written = kept = 0
-    jobs = [(label, index) for label in range(len(CLASS_NAMES)) for index in range(videos_per_class)]
+    jobs = [(label, index) for label in range(len(names)) for index in range(videos_per_class)]
     for label, index in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress):
-        name = CLASS_NAMES[label]
+        name = names[label]
         relative = f"{name}/{name}_{index:03d}{VIDEO_SUFFIX}"
         path = out_dir / relative
         if _is_complete(path, frames):
             kept += 1
         else:
-            clip = render_video(name, video_rng(seed, label, index), frames, size)
+            twin_label = names.index(ROTATED_TWIN.get(name, name))  # a rotated twin shares its twin's stream
+            clip = render_video(name, video_rng(seed, twin_label, index), frames, size)
             write_video(path, clip, fps, codec)
             written += 1
         split = "test" if index >= videos_per_class - num_test else "train"
@@ -147,14 +196,14 @@ def make_synthetic_dataset(
 
     for split, file in SPLIT_FILES.items():
         atomic_write_text(out_dir / file, "\n".join(lines[split]) + "\n")
-    atomic_write_text(out_dir / CLASSES_FILE, "\n".join(CLASS_NAMES) + "\n")
-    manifest = {**_manifest_head(settings), "train_videos": len(lines["train"]), "test_videos": len(lines["test"]),
+    atomic_write_text(out_dir / CLASSES_FILE, "\n".join(names) + "\n")
+    manifest = {**_manifest_head(settings, classes), "train_videos": len(lines["train"]), "test_videos": len(lines["test"]),
                 "complete": True}
     atomic_write_json(out_dir / MANIFEST_FILE, manifest)
     if progress:
-        print(f"synthetic dataset in {out_dir}: {len(CLASS_NAMES)} classes, {len(lines['train'])} train / "
+        print(f"synthetic dataset in {out_dir}: {len(names)} classes, {len(lines['train'])} train / "
               f"{len(lines['test'])} test videos ({written} written, {kept} already there)")
-    return SyntheticDataset(out_dir, list(CLASS_NAMES), out_dir / SPLIT_FILES["train"], out_dir / SPLIT_FILES["test"],
+    return SyntheticDataset(out_dir, list(names), out_dir / SPLIT_FILES["train"], out_dir / SPLIT_FILES["test"],
                             written, kept)
 
 
@@ -165,12 +214,15 @@ def video_rng(seed: int, label: int, index: int) -> np.random.Generator:
 
 def render_video(class_name: str, rng: np.random.Generator, frames: int = 24, size: int = 64) -> np.ndarray:
     """One clip of `class_name` as uint8 (frames, size, size, 3) RGB, drawn with `rng`."""
-    if class_name not in CLASS_NAMES:
-        raise MateffnetError(f"unknown synthetic class {class_name!r}; expected one of {', '.join(CLASS_NAMES)}")
+    if class_name not in ALL_CLASSES:
+        raise MateffnetError(f"unknown synthetic class {class_name!r}; expected one of {', '.join(ALL_CLASSES)}")
+    if class_name in ROTATED_TWIN:  # the same frames as its twin's clip, in another order (module docstring)
+        return np.roll(render_video(ROTATED_TWIN[class_name], rng, frames, size), frames // 2, axis=0)
     scene = _Scene(rng, size)
     background = scene.background()
     kind, _, variant = class_name.partition("_")
-    draw = {"slide": scene.slide, "rings": scene.rings, "spin": scene.spin, "ball": scene.ball}[kind]
+    draw = {"slide": scene.slide, "rings": scene.rings, "spin": scene.spin, "ball": scene.ball,
+            "shuttle": scene.shuttle, "pulse": scene.pulse}[kind]
     layers = draw(variant, frames)  # (frames, size, size, 3) colour and (frames, size, size, 1) coverage
     clip = background[None] * (1.0 - layers[1]) + layers[0] * layers[1]
     clip = clip + rng.normal(0.0, 3.0, clip.shape)  # sensor noise, new every frame
@@ -316,6 +368,45 @@ class _Scene:
             colour.append(c1 * (1 - wave[..., None]) + c2 * wave[..., None])
         return np.stack(colour), np.broadcast_to(cover[None, ..., None], (frames, size, size, 1))
 
+    def shuttle(self, variant: str, frames: int):
+        """A diamond sliding right, then back left along the same path (the "right_left" variant)."""
+        rng, size = self.rng, self.size
+        half = rng.uniform(9.0, 12.0) * self.scale  # centre to corner
+        speed = rng.uniform(2.5, 4.0) * self.scale
+        x0, yc = rng.uniform(0, size), rng.uniform(half + 2, size - half - 2)
+        c1, c2 = self.random_colour(), self.random_colour()
+        gratings = self.gratings()
+        colour, cover = [], []
+        for t in range(frames):
+            xc = x0 + speed * min(t, frames - 1 - t)
+            dx = np.mod(self.x - xc + size / 2, size) - size / 2  # the frame is a torus horizontally
+            dy = self.y - yc
+            texture = self.texture(gratings, dx, dy)[..., None]
+            colour.append(c1 * (1 - texture) + c2 * texture)
+            cover.append(np.clip(half - np.abs(dx) - np.abs(dy) + 0.5, 0, 1))
+        return np.stack(colour), np.stack(cover)[..., None]
+
+    def pulse(self, variant: str, frames: int):
+        """A checkered disc growing, then shrinking back (the "grow_shrink" variant); the checks zoom with it."""
+        rng, size = self.rng, self.size
+        small, large = rng.uniform(7.0, 9.0) * self.scale, rng.uniform(18.0, 21.0) * self.scale
+        xc, yc = (rng.uniform(large + 1, size - large - 1) for _ in range(2))
+        check = rng.uniform(4.0, 6.0) * self.scale  # check size at the large radius
+        angle = rng.uniform(0, math.pi / 2)
+        c1, c2 = self.random_colour(), self.random_colour()
+        turn = max((frames - 1) // 2, 1)
+        dx, dy = self.x - xc, self.y - yc
+        u, v = dx * math.cos(angle) + dy * math.sin(angle), -dx * math.sin(angle) + dy * math.cos(angle)
+        colour, cover = [], []
+        for t in range(frames):
+            radius = small + (large - small) * min(t, frames - 1 - t) / turn
+            zoom = large / radius  # object coordinates: the pattern grows with the disc
+            wave = np.sin(math.pi * u * zoom / check) * np.sin(math.pi * v * zoom / check)
+            wave = 0.5 + 0.5 * np.tanh(3.0 * wave)
+            colour.append(c1 * (1 - wave[..., None]) + c2 * wave[..., None])
+            cover.append(self.disc(dx, dy, radius))
+        return np.stack(colour), np.stack(cover)[..., None]
+
     def ball(self, colour_name: str, frames: int):
         rng, size = self.rng, self.size
         radius = rng.uniform(9.0, 12.0) * self.scale
@@ -354,17 +445,17 @@ def _check_settings(videos_per_class: int, frames: int, size: int, test_fraction
         raise MateffnetError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
 
 
-def _manifest_head(settings: dict) -> dict:
+def _manifest_head(settings: dict, classes=SYNTHETIC_CLASSES) -> dict:
     return {
         "dataset": "mateffnet synthetic actions",
         "settings": settings,
-        "classes": [asdict(c) for c in SYNTHETIC_CLASSES],
+        "classes": [asdict(c) for c in classes],
         "horizontal_flip_swaps": HORIZONTAL_FLIP_SWAPS,
         "list_format": "one video a line: '<path relative to this folder> <label>', label = 0-based line of classes.txt",
     }
 
 
-def _claim_folder(out_dir: Path, settings: dict) -> None:
+def _claim_folder(out_dir: Path, settings: dict, classes=SYNTHETIC_CLASSES) -> None:
     """Refuse a folder holding a dataset made with other settings; record ours before writing videos."""
     manifest = out_dir / MANIFEST_FILE
     if manifest.is_file():
@@ -379,7 +470,7 @@ def _claim_folder(out_dir: Path, settings: dict) -> None:
         return
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise MateffnetError(f"{out_dir} exists and is not empty (and holds no {MANIFEST_FILE}); use another folder")
-    atomic_write_json(manifest, {**_manifest_head(settings), "complete": False})
+    atomic_write_json(manifest, {**_manifest_head(settings, classes), "complete": False})
 
 
 def _is_complete(path: Path, frames: int) -> bool:

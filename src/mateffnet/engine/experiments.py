@@ -5,6 +5,12 @@ each with and without the attention layer, RGB and flow streams and their 1:1 fu
 three official splits. Table 4 (Kinetics-400): EfficientNet-B0 with and without attention, top-1 and
 top-5.
 
+Beyond the paper, the temporal-order ablation on the motion-centric datasets (tables `sthv2`,
+`diving48`, `kinetics600`, `kinetics700`): EfficientNet-B0 without attention, with attention (the
+paper's stream, blind to the order of its segments), and with attention plus a learned or a sinusoidal
+temporal position encoding (`models/temporal.py`), RGB and flow, 1:1 fusion. Something-Something v2 is
+trained without horizontal flips: a third of its classes name a direction ("from left to right").
+
 `python -m mateffnet.experiments configs/` writes one YAML per run (the files shipped in configs/);
 `mateffnet reproduce` runs them. Paths inside the configs are relative to `data.root`, which
 `reproduce --data-root DIR` sets; the expected layout of DIR is:
@@ -12,6 +18,9 @@ top-5.
     DIR/ucf101/store/              packed videos (mateffnet prepare)    DIR/ucf101/ucfTrainTestlist/
     DIR/hmdb51/store/                                                   DIR/hmdb51/testTrainMulti_7030_splits/
     DIR/kinetics400/store/                                              DIR/kinetics400/annotations/ (CSVs)
+    DIR/kinetics600/store/, DIR/kinetics700/store/                      DIR/kinetics{600,700}/annotations/ (CSVs)
+    DIR/sthv2/store/        DIR/sthv2/annotations/ (something-something-v2-labels.json, -train.json, -validation.json)
+    DIR/diving48/store/     DIR/diving48/annotations/ (Diving48_vocab.json, Diving48_V2_train.json, _test.json)
 """
 
 from __future__ import annotations
@@ -34,8 +43,20 @@ DATASETS = {
                "splits": (1, 2, 3)},
     "kinetics400": {"format": "kinetics400", "annotations": "kinetics400/annotations", "store": "kinetics400/store",
                     "splits": (None,)},
+    "kinetics600": {"format": "kinetics600", "annotations": "kinetics600/annotations", "store": "kinetics600/store",
+                    "splits": (None,)},
+    "kinetics700": {"format": "kinetics700", "annotations": "kinetics700/annotations", "store": "kinetics700/store",
+                    "splits": (None,)},
+    "sthv2": {"format": "sthv2", "annotations": "sthv2/annotations", "store": "sthv2/store", "splits": (None,),
+              "flip": False},
+    "diving48": {"format": "diving48", "annotations": "diving48/annotations", "store": "diving48/store", "splits": (None,)},
 }
-TABLES = {"table2": "ucf101", "table3": "hmdb51", "table4": "kinetics400"}
+TABLES = {"table2": "ucf101", "table3": "hmdb51", "table4": "kinetics400", "sthv2": "sthv2", "diving48": "diving48",
+          "kinetics600": "kinetics600", "kinetics700": "kinetics700"}
+PAPER_TABLES = ("table2", "table3", "table4")
+# The order ablation's variants: (attention, temporal encoding); the paper's two come first.
+ORDER_ABLATION = ((False, "none"), (True, "none"), (True, "learned"), (True, "sinusoidal"))
+ENCODING_SUFFIX = {"none": "", "learned": "_learnedpe", "sinusoidal": "_sinpe"}
 
 # The paper's reported numbers (%), keyed (dataset, backbone, attention, column). Only the headline
 # results were transcribed; the per-stream and ablation cells of Tables 2–4 are None
@@ -57,17 +78,22 @@ class Run:
     backbone: str
     attention: bool
     modality: str
+    temporal_encoding: str = "none"
+
+    @property
+    def variant(self) -> str:
+        return f"{'' if self.attention else '_noatt'}{ENCODING_SUFFIX[self.temporal_encoding]}"
 
     @property
     def name(self) -> str:
         split = f"_split{self.split}" if self.split else ""
-        return f"{self.dataset}{split}_{self.modality}_{self.backbone}{'' if self.attention else '_noatt'}"
+        return f"{self.dataset}{split}_{self.modality}_{self.backbone}{self.variant}"
 
     @property
     def pair(self) -> str:
         """The name shared by the RGB and flow runs that are fused together."""
         split = f"_split{self.split}" if self.split else ""
-        return f"{self.dataset}{split}_{self.backbone}{'' if self.attention else '_noatt'}"
+        return f"{self.dataset}{split}_{self.backbone}{self.variant}"
 
     @property
     def config_path(self) -> str:
@@ -82,6 +108,10 @@ class Run:
                       "input_size": PAPER_INPUT_SIZE[self.backbone]},
             "train": {"epochs": 50, "batch_size": 16, "lr": 0.01},
         }
+        if self.temporal_encoding != "none":
+            config["model"]["temporal_encoding"] = self.temporal_encoding
+        if data.get("flip") is False:
+            config["data"]["flip"] = False
         if self.split:
             config["data"]["split"] = self.split
         if self.modality == "flow":
@@ -91,8 +121,12 @@ class Run:
 
 def runs(table: str, splits: tuple[int, ...] | None = None, backbones: tuple[str, ...] | None = None) -> list[Run]:
     dataset = TABLES[table]
-    chosen_splits = DATASETS[dataset]["splits"] if splits is None or dataset == "kinetics400" else splits
-    chosen_backbones = ("efficientnet_b0",) if dataset == "kinetics400" else (backbones or BACKBONES)
+    one_split = DATASETS[dataset]["splits"] == (None,)
+    chosen_splits = DATASETS[dataset]["splits"] if splits is None or one_split else splits
+    if table not in PAPER_TABLES:  # the order ablation: EfficientNet-B0 in four variants
+        return [Run(dataset, None, "efficientnet_b0", attention, modality, encoding)
+                for attention, encoding in ORDER_ABLATION for modality in MODALITIES]
+    chosen_backbones = ("efficientnet_b0",) if one_split else (backbones or BACKBONES)
     return [Run(dataset, split, backbone, attention, modality)
             for split in chosen_splits for backbone in chosen_backbones for attention in (False, True)
             for modality in MODALITIES]
@@ -103,8 +137,9 @@ def all_runs() -> list[Run]:
 
 
 def config_text(run: Run) -> str:
+    encoding = "" if run.temporal_encoding == "none" else f" and a {run.temporal_encoding} temporal position encoding"
     header = (f"# {run.name}: {BACKBONE_LABEL[run.backbone]} {run.modality} stream "
-              f"{'with' if run.attention else 'without'} attention on {run.dataset}"
+              f"{'with' if run.attention else 'without'} attention{encoding} on {run.dataset}"
               f"{f' split {run.split}' if run.split else ''}.\n"
               f"# Generated by `python -m mateffnet.experiments configs/`; every other key has its default "
               f"(`mateffnet train --help-config`).\n")
@@ -118,7 +153,6 @@ def write_configs(folder: str | Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config_text(run))
     return len(all_runs())
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,9 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         f"{input_size(config)}×{input_size(config)}, T={model_cfg.num_segments}"
         + (f", L={model_cfg.flow_length}" if model_cfg.modality == "flow" else "")
         + f", attention {'on' if model_cfg.attention else 'off'} ({model_cfg.heads} heads, {model_cfg.embed_dim}-d), "
-        f"{params / 1e6:.2f} M parameters, {len(class_names)} classes",
+        + (f"temporal encoding {model_cfg.temporal_encoding}, " if model_cfg.temporal_encoding != "none" else "")
+        + (f"readout {model_cfg.readout}, " if model_cfg.readout != "mean" else "")
+        + f"{params / 1e6:.2f} M parameters, {len(class_names)} classes",
         f"init       {pretrained or 'random'}" + (f" (flow stem: {model_cfg.stem_init})" if model_cfg.modality == "flow" else ""),
         f"data       {data.format}" + (f" split {data.split}" if data.format in ("ucf101", "hmdb51") else "")
         + f": {len(train_items)} training videos listed, {prepared} prepared in {store}"

@@ -9,6 +9,19 @@ One function per format, each returning an `Annotations` (class names + named su
 - `kinetics400(src, annotations)`: the official CSV(s) `label,youtube_id,time_start,time_end,split`
   with trimmed files `<youtube_id>_<start:06d>_<end:06d>.<ext>` anywhere under `src`; or a
   folder-per-class copy with the 400-name label list.
+- `kinetics600(src, annotations)`, `kinetics700(src, annotations)`: the same CSV layout and file names
+  as Kinetics-400 (Kinetics-700-2020 too: same 700 classes); the class list from the CSVs, or from a
+  label file beside them (`label_map*.txt`, `classes.txt` or `categories.json`), which also names the
+  classes of an unlabelled test CSV.
+- `sthv2(src, annotations)`: Something-Something v2, `something-something-v2-labels.json` (template →
+  class id) with `-train.json` / `-validation.json` (entries `id`, `label`, `template`, `placeholders`;
+  the class is the `template` with the brackets of its `[something]` placeholders removed, which is a
+  key of the labels file) and `-test.json` (ids only: unlabelled); videos `<id>.webm`.
+- `diving48(src, annotations)`: Diving48, `Diving48_vocab.json` (48 classes, each a list of 4 attributes,
+  named here by joining them with "+", as mmaction2's label map does; or that `label_map.txt`) with
+  `Diving48_V2_train.json` / `Diving48_V2_test.json` (V1: `Diving48_train.json` / `_test.json`), lists of
+  `{"vid_name", "label", "start_frame", "end_frame"}`; videos `<vid_name>.mp4`. The official JSON files
+  were not at hand when this was written: it follows their published schema.
 - `video_list(list_file, src)`: lines `path label` (or mmaction2's `path num_frames label`).
 - `folders(src, class_list)`: every video file under `src`, labelled by the folder that holds it.
 
@@ -18,7 +31,7 @@ but absent video is reported in one summary and left out, never fatal.
 
 A `video_id` is the video's path relative to the dataset root without extension, '/'-separated
 (`ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01`); for Kinetics CSVs it is the trimmed file's stem
-(`<youtube_id>_<start>_<end>`). It names the video's packed file in a store, so it only depends on
+(`<youtube_id>_<start>_<end>`), for Something-Something v2 the numeric id, for Diving48 the `vid_name`. It names the video's packed file in a store, so it only depends on
 the annotations, never on where the source videos happen to live.
 
 Every format checks its entries with `safe_entry`: an entry that climbs out of the source folder
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import re
 import warnings
@@ -46,6 +60,14 @@ from mateffnet.errors import MateffnetError
 VIDEO_EXTENSIONS = frozenset(
     ".avi .mp4 .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .vob .gif".split()
 )
+KINETICS_FORMATS = ("kinetics400", "kinetics600", "kinetics700")
+KINETICS_CLASS_FILES = ("label_map*.txt", "classes.txt", "categories.json")
+STHV2_LABELS = "something-something-v2-labels.json"
+STHV2_SPLITS = {"train": "something-something-v2-train.json", "validation": "something-something-v2-validation.json",
+                "test": "something-something-v2-test.json"}
+DIVING48_VOCAB = "Diving48_vocab.json"
+DIVING48_SPLITS = {"train": ("Diving48_V2_train.json", "Diving48_train.json"),
+                   "test": ("Diving48_V2_test.json", "Diving48_test.json")}
 UNLABELLED = -1
 
 
@@ -171,20 +193,45 @@ def _hmdb51_class_order(folder: Path, names: list[str]) -> list[str]:
 def kinetics400(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
     """Kinetics from the official CSV(s) (a file, or a folder of train/validate/test .csv), or a
     folder-per-class copy described by the label list (one class name a line, in label order)."""
+    return kinetics(src, annotations, "kinetics400")
+
+
+def kinetics600(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
+    """Kinetics-600: Kinetics-400's CSV layout and file names, 600 classes."""
+    return kinetics(src, annotations, "kinetics600")
+
+
+def kinetics700(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
+    """Kinetics-700 and Kinetics-700-2020: Kinetics-400's CSV layout and file names, 700 classes."""
+    return kinetics(src, annotations, "kinetics700")
+
+
+def kinetics(src: str | os.PathLike, annotations: str | os.PathLike, format: str = "kinetics400") -> Annotations:
+    """Any Kinetics version (`format` names it in the result); see `kinetics400`. In a folder of CSVs, a
+    label file (KINETICS_CLASS_FILES) gives the class order; else the classes are the CSVs' sorted labels."""
     annotations = Path(annotations)
+    class_file = None
     if annotations.is_dir():
         csv_files = sorted(annotations.glob("*.csv"))
         if not csv_files:
             raise MateffnetError(f"{annotations}: no Kinetics CSV files in this folder")
+        class_file = next((f for pattern in KINETICS_CLASS_FILES for f in sorted(annotations.glob(pattern))), None)
     elif annotations.suffix.lower() == ".csv":
         csv_files = [annotations]
     else:
         result = folders(src, class_list=annotations)
-        return Annotations("kinetics400", result.classes, result.subsets)
+        return Annotations(format, result.classes, result.subsets)
     rows = []
     for csv_file in csv_files:
         rows.extend(_kinetics_rows(csv_file))
-    classes = sorted({label for *_, label in rows if label})
+    listed = sorted({label for *_, label in rows if label})
+    if class_file is None:
+        classes = listed
+    else:
+        classes = _class_names_file(class_file)
+        unknown = sorted(set(listed) - set(classes))
+        if unknown:
+            raise MateffnetError(f"{class_file}: {len(unknown)} label(s) of the CSVs are not in it: {_first_few(unknown)}")
     by_name = {name: i for i, name in enumerate(classes)}
     locate = _Locator(src)
     subsets: dict[str, list[VideoItem]] = {}
@@ -192,7 +239,102 @@ def kinetics400(src: str | os.PathLike, annotations: str | os.PathLike) -> Annot
         path = locate.by_stem(stem)
         subsets.setdefault(split, []).append(VideoItem(stem, path, by_name[label] if label else UNLABELLED))
     check_unique([item for items in subsets.values() for item in items], annotations)
-    return Annotations("kinetics400", classes, subsets)
+    return Annotations(format, classes, subsets)
+
+
+def _class_names_file(path: Path) -> list[str]:
+    """Class names in label order: one a line (.txt), or a JSON list of strings (.json)."""
+    if path.suffix.lower() != ".json":
+        return [line for _, line in _lines(path)]
+    names = _load_json(path)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise MateffnetError(f"{path}: expected a JSON list of class names")
+    return names
+
+
+# ------------------------------------------------------------------------- Something-Something v2
+
+
+def sthv2(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
+    """Something-Something v2 (module docstring): the labels file and whichever split files are beside it."""
+    folder = _annotation_folder(annotations)
+    labels_file = folder / STHV2_LABELS
+    ids = _load_json(labels_file)
+    if not isinstance(ids, dict) or not all(_int_or_none(v) is not None for v in ids.values()):
+        raise MateffnetError(f"{labels_file}: expected a JSON object of template → class id (\"0\", \"1\", …)")
+    by_id = {int(v): k for k, v in ids.items()}
+    if sorted(by_id) != list(range(len(ids))):
+        raise MateffnetError(f"{labels_file}: class ids must be 0…{len(ids) - 1}, each once")
+    classes = [by_id[i] for i in range(len(ids))]
+    label_of = {name: i for i, name in enumerate(classes)}
+    present = {subset: folder / name for subset, name in STHV2_SPLITS.items() if (folder / name).is_file()}
+    if not present:
+        raise MateffnetError(f"{folder}: no Something-Something v2 split file ({', '.join(STHV2_SPLITS.values())})")
+    locate = _Locator(src)
+    subsets = {}
+    for subset, split_file in present.items():
+        entries = _load_json(split_file)
+        if not isinstance(entries, list):
+            raise MateffnetError(f"{split_file}: expected a JSON list of videos")
+        items = []
+        for number, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise MateffnetError(f"{split_file}: entry {number} has no \"id\"")
+            video_id = plain_video_id(str(entry["id"]), split_file, number)
+            label = UNLABELLED
+            if "template" in entry:
+                name = entry["template"].replace("[", "").replace("]", "")
+                if name not in label_of:
+                    raise MateffnetError(f"{split_file}: entry {number} (id {video_id}): template "
+                                         f"{entry['template']!r} is not a class of {labels_file.name}")
+                label = label_of[name]
+            items.append(VideoItem(video_id, locate(f"{video_id}.webm"), label))
+        subsets[subset] = items
+    check_unique([item for items in subsets.values() for item in items], folder)
+    return Annotations("sthv2", classes, subsets)
+
+
+# ------------------------------------------------------------------------------------- Diving48
+
+
+def diving48(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations:
+    """Diving48 (module docstring): the vocabulary (or mmaction2's label_map.txt) and the split files."""
+    folder = _annotation_folder(annotations)
+    vocab_file = folder / DIVING48_VOCAB
+    if vocab_file.is_file():
+        vocab = _load_json(vocab_file)
+        if not isinstance(vocab, list) or not all(isinstance(v, list) and all(isinstance(a, str) for a in v)
+                                                  for v in vocab):
+            raise MateffnetError(f"{vocab_file}: expected a JSON list of classes, each a list of attribute strings")
+        classes = ["+".join(attributes) for attributes in vocab]
+    elif (folder / "label_map.txt").is_file():
+        classes = [line for _, line in _lines(folder / "label_map.txt")]
+    else:
+        raise MateffnetError(f"{folder}: no {DIVING48_VOCAB} (nor mmaction2's label_map.txt)")
+    locate = _Locator(src)
+    subsets = {}
+    for subset, names in DIVING48_SPLITS.items():
+        split_file = next((folder / n for n in names if (folder / n).is_file()), None)
+        if split_file is None:
+            continue
+        entries = _load_json(split_file)
+        if not isinstance(entries, list):
+            raise MateffnetError(f"{split_file}: expected a JSON list of videos")
+        items = []
+        for number, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "vid_name" not in entry:
+                raise MateffnetError(f"{split_file}: entry {number} has no \"vid_name\"")
+            label = entry.get("label", UNLABELLED)
+            if not isinstance(label, int) or isinstance(label, bool) or not UNLABELLED <= label < len(classes):
+                raise MateffnetError(f"{split_file}: entry {number} ({entry['vid_name']}): label must be 0…"
+                                     f"{len(classes) - 1}, got {label!r}")
+            name = plain_video_id(str(entry["vid_name"]), split_file, number)
+            items.append(VideoItem(name, locate(f"{name}.mp4"), label))
+        subsets[subset] = items
+    if not subsets:
+        raise MateffnetError(f"{folder}: no Diving48 split file ({', '.join(n for v in DIVING48_SPLITS.values() for n in v)})")
+    check_unique([item for items in subsets.values() for item in items], folder)
+    return Annotations("diving48", classes, subsets)
 
 
 def _kinetics_rows(csv_file: Path) -> list[tuple[str, str, str]]:
@@ -214,12 +356,7 @@ def _kinetics_rows(csv_file: Path) -> list[tuple[str, str, str]]:
                     f"{csv_file}:{number}: time_start/time_end must be whole seconds, got "
                     f"{row['time_start']!r}, {row['time_end']!r}"
                 )
-            youtube_id = (row["youtube_id"] or "").strip()
-            if not youtube_id or "/" in youtube_id or "\\" in youtube_id or youtube_id.startswith("."):
-                raise MateffnetError(
-                    f"{csv_file}:{number}: youtube_id {row['youtube_id']!r} is not a video id (no path separators, "
-                    "no leading dot); refusing to write outside the store"
-                )
+            youtube_id = plain_video_id((row["youtube_id"] or "").strip(), csv_file, number, "youtube_id")
             stem = f"{youtube_id}_{start:06d}_{end:06d}"
             rows.append(((row.get("split") or default_split).strip(), stem, (row.get("label") or "").strip()))
     return rows
@@ -320,14 +457,20 @@ def load_annotations(
         return ucf101(src, annotations, split)
     if format == "hmdb51":
         return hmdb51(src, annotations, split)
-    if format == "kinetics400":
-        return kinetics400(src, annotations)
+    if format in KINETICS_FORMATS:
+        return kinetics(src, annotations, format)
+    if format == "sthv2":
+        return sthv2(src, annotations)
+    if format == "diving48":
+        return diving48(src, annotations)
     return video_list(annotations, src)
 
 
 def detect_format(annotations: str | os.PathLike | None) -> str:
-    """UCF101 (classInd/trainlist/testlist), HMDB51 (*_test_splitN.txt), Kinetics (CSV with
-    youtube_id), list (lines ending in a label), folders (no annotations, or a class-name list)."""
+    """UCF101 (classInd/trainlist/testlist), HMDB51 (*_test_splitN.txt), Something-Something v2 (its
+    labels or split JSON), Diving48 (its vocabulary or split JSON), Kinetics (CSV with youtube_id; the
+    version from a 600- or 700-name label file beside it, else kinetics400), list (lines ending in a
+    label), folders (no annotations, or a class-name list)."""
     if annotations is None:
         return "folders"
     path = Path(annotations)
@@ -339,8 +482,12 @@ def detect_format(annotations: str | os.PathLike | None) -> str:
             return "ucf101"
         if any(re.fullmatch(r".+_test_split\d\.txt", n) for n in names):
             return "hmdb51"
+        if names & {STHV2_LABELS, *STHV2_SPLITS.values()}:
+            return "sthv2"
+        if names & {DIVING48_VOCAB, *(n for v in DIVING48_SPLITS.values() for n in v)}:
+            return "diving48"
         if any(n.endswith(".csv") for n in names):
-            return "kinetics400"
+            return _kinetics_version(path)
         raise MateffnetError(
             f"{path}: cannot tell the dataset format (no classInd.txt, *_test_split1.txt or .csv); pass --format"
         )
@@ -348,16 +495,32 @@ def detect_format(annotations: str | os.PathLike | None) -> str:
         return "ucf101"
     if re.fullmatch(r".+_test_split\d\.txt", path.name):
         return "hmdb51"
+    if path.name in (STHV2_LABELS, *STHV2_SPLITS.values()):
+        return "sthv2"
+    if path.name in (DIVING48_VOCAB, *(n for v in DIVING48_SPLITS.values() for n in v)):
+        return "diving48"
     if path.suffix.lower() == ".csv":
         with _open_text(path) as f:
             header = f.readline()
-        return "kinetics400" if "youtube_id" in header else "list"
+        return _kinetics_version(path.parent) if "youtube_id" in header else "list"
     for _, line in _lines(path, required=True)[:20]:
         fields = line.split()
         ends_in_label = len(fields) > 1 and _int_or_none(fields[-1]) is not None
         if ends_in_label or os.path.splitext(fields[0])[1].lower() in VIDEO_EXTENSIONS:
             return "list"
     return "folders"  # a list of class names for a folder-per-class layout
+
+
+def _kinetics_version(folder: Path) -> str:
+    """kinetics600 / kinetics700 when a label file in `folder` lists 600 / 700 classes, else kinetics400."""
+    class_file = next((f for pattern in KINETICS_CLASS_FILES for f in sorted(folder.glob(pattern))), None)
+    if class_file is not None:
+        try:
+            count = len(_class_names_file(class_file))
+        except MateffnetError:
+            count = 0
+        return {600: "kinetics600", 700: "kinetics700"}.get(count, "kinetics400")
+    return "kinetics400"
 
 
 # ------------------------------------------------------------------------------- missing files
@@ -419,6 +582,14 @@ def safe_entry(rel: str, source: Path, number: int) -> str:
                 "refused (list videos relative to the source folder, or give an absolute path in a list file)"
             )
     return rel
+
+
+def plain_video_id(text: str, source: Path, number: int, what: str = "video id") -> str:
+    """`text` if it names one file (no path separators, no leading dot); else one line naming the entry."""
+    if not text or "/" in text or "\\" in text or text.startswith("."):
+        raise MateffnetError(f"{source}:{number}: {what} {text!r} is not a video id (no path separators, no leading "
+                             "dot); refusing to write outside the store")
+    return text
 
 
 def check_unique(items: list[VideoItem], source: str | os.PathLike) -> None:
@@ -496,6 +667,14 @@ def _open_text(path: Path):
         raise MateffnetError(f"{path}: annotation file not found") from None
     except OSError as error:
         raise MateffnetError(f"{path}: cannot read annotation file ({error.strerror})") from None
+
+
+def _load_json(path: Path):
+    with _open_text(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise MateffnetError(f"{path}: not valid JSON ({error})") from None
 
 
 def _lines(path: Path, required: bool = False) -> list[tuple[int, str]]:

@@ -12,6 +12,11 @@ averaged (the paper does not say how they become one vector; the mean is its nat
 dropout and the classifier. `attention=False` is the paper's baseline (Fc → mean → Fc).
 `attention_tokens="spatiotemporal"` attends over the T×h×w positions before pooling instead (an option,
 so attention can be drawn over each frame as in the paper's Fig. 9).
+
+Order-aware options (`models/temporal.py`; off by default, so the model is the paper's, which cannot tell
+the order of its segments apart): `temporal_encoding="learned"|"sinusoidal"` adds a position encoding of
+each segment to its token(s) before attention, `readout="query"` replaces the mean by a learned-query
+weighted mean. A config.json without these keys (saved before they existed) loads as the paper's model.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, verify_checksums
 from mateffnet.models.attention import MultiHeadSelfAttention
 from mateffnet.models.backbones import create_backbone, default_input_size
+from mateffnet.models.temporal import READOUTS, TEMPORAL_ENCODINGS, QueryReadout, TemporalEncoding
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -50,6 +56,8 @@ class StreamConfig:
     heads: int = 2
     embed_dim: int = 512
     attention_residual: bool = False  # the paper shows none; True adds tokens + attention(tokens)
+    temporal_encoding: str = "none"  # "none" (the paper) | "learned" (per segment index) | "sinusoidal" (relative position)
+    readout: str = "mean"  # how the T tokens become one vector: "mean" (the paper) | "query" (learned query)
     dropout: float = 0.2
     input_size: int | None = None  # None: the paper's size for the backbone
     mean: list[float] | None = None  # per input channel group, 0–255 units; None: from the backbone/modality
@@ -65,6 +73,8 @@ class StreamConfig:
     def __post_init__(self):
         _check_choice("modality", self.modality, MODALITIES)
         _check_choice("attention_tokens", self.attention_tokens, ATTENTION_TOKENS)
+        _check_choice("temporal_encoding", self.temporal_encoding, TEMPORAL_ENCODINGS)
+        _check_choice("readout", self.readout, READOUTS)
         _check_choice("stem_init", self.stem_init, STEM_INIT_METHODS)
         for name in ("num_classes", "num_segments", "flow_length", "heads", "embed_dim"):
             value = getattr(self, name)
@@ -72,6 +82,8 @@ class StreamConfig:
                 raise MateffnetError(f"{name} must be a positive integer, got {value!r}")
         if self.embed_dim % self.heads:
             raise MateffnetError(f"embed_dim ({self.embed_dim}) must be divisible by heads ({self.heads})")
+        if self.temporal_encoding != "none" and self.embed_dim % 2:
+            raise MateffnetError(f"temporal_encoding {self.temporal_encoding} needs an even embed_dim, got {self.embed_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise MateffnetError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -143,6 +155,11 @@ class StreamNet(nn.Module):
             MultiHeadSelfAttention(config.embed_dim, config.heads, config.attention_residual)
             if config.attention else None
         )
+        self.temporal_encoding = (
+            TemporalEncoding(config.temporal_encoding, config.embed_dim, config.num_segments)
+            if config.temporal_encoding != "none" else None
+        )
+        self.readout = QueryReadout(config.embed_dim) if config.readout == "query" else None
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.embed_dim, config.num_classes)
         self.channels_last = False
@@ -176,9 +193,12 @@ class StreamNet(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         tokens = self.segment_features(clips)
+        if self.temporal_encoding is not None:
+            tokens = self.temporal_encoding(tokens, clips.shape[1])
         if self.attention is not None:
             tokens = self.attention(tokens)
-        return self.classifier(self.dropout(tokens.mean(dim=1)))
+        pooled = tokens.mean(dim=1) if self.readout is None else self.readout(tokens)
+        return self.classifier(self.dropout(pooled))
 
     def _check_input(self, clips: torch.Tensor) -> None:
         if clips.ndim != 5 or clips.shape[2] != self.config.in_chans:
