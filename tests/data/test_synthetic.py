@@ -125,6 +125,7 @@ def mean_motion(frames):
     """Farneback flow between consecutive decoded frames → (mean vx, mean vy, mean radial, mean curl) of the
     moving pixels; radial/curl are measured around the centroid of the moving pixels (y points down, so a
     positive curl is clockwise on screen)."""
+    pytest.importorskip("cv2", reason="measures the motion with OpenCV's Farneback (mateffnet[opencv])")
     from mateffnet.flow import compute_flow
 
     gray = torch.from_numpy(frames).float().mean(-1)
@@ -142,7 +143,6 @@ def mean_motion(frames):
 
 
 def test_motion_classes_move_as_named_in_the_decoded_videos(small_dataset):
-    pytest.importorskip("cv2", reason="measures the motion with OpenCV's Farneback (mateffnet[opencv])")
     for index in range(2):
         motion = {name: mean_motion(read_video_frames(small_dataset.root / name / f"{name}_{index:03d}.mp4"))
                   for name in CLASS_NAMES}
