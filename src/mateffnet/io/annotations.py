@@ -273,13 +273,8 @@ def sthv2(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotations
     locate = _Locator(src)
     subsets = {}
     for subset, split_file in present.items():
-        entries = _load_json(split_file)
-        if not isinstance(entries, list):
-            raise MateffnetError(f"{split_file}: expected a JSON list of videos")
         items = []
-        for number, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "id" not in entry:
-                raise MateffnetError(f"{split_file}: entry {number} has no \"id\"")
+        for number, entry in _json_videos(split_file, "id"):
             video_id = plain_video_id(str(entry["id"]), split_file, number)
             label = UNLABELLED
             if "template" in entry:
@@ -317,13 +312,8 @@ def diving48(src: str | os.PathLike, annotations: str | os.PathLike) -> Annotati
         split_file = next((folder / n for n in names if (folder / n).is_file()), None)
         if split_file is None:
             continue
-        entries = _load_json(split_file)
-        if not isinstance(entries, list):
-            raise MateffnetError(f"{split_file}: expected a JSON list of videos")
         items = []
-        for number, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "vid_name" not in entry:
-                raise MateffnetError(f"{split_file}: entry {number} has no \"vid_name\"")
+        for number, entry in _json_videos(split_file, "vid_name"):
             label = entry.get("label", UNLABELLED)
             if not isinstance(label, int) or isinstance(label, bool) or not UNLABELLED <= label < len(classes):
                 raise MateffnetError(f"{split_file}: entry {number} ({entry['vid_name']}): label must be 0…"
@@ -675,6 +665,17 @@ def _load_json(path: Path):
             return json.load(f)
         except json.JSONDecodeError as error:
             raise MateffnetError(f"{path}: not valid JSON ({error})") from None
+
+
+def _json_videos(split_file: Path, key: str):
+    """(number, entry) of a JSON split file: a list of objects, each with `key` (the video's name)."""
+    entries = _load_json(split_file)
+    if not isinstance(entries, list):
+        raise MateffnetError(f"{split_file}: expected a JSON list of videos")
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or key not in entry:
+            raise MateffnetError(f"{split_file}: entry {number} has no \"{key}\"")
+        yield number, entry
 
 
 def _lines(path: Path, required: bool = False) -> list[tuple[int, str]]:
