@@ -88,18 +88,23 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
     }, source="demo")
 
 
-def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int = 0, videos_per_class: int = 16,
-             epochs: int = 10, progress: bool = True) -> dict:
-    """Run the demo into `out_dir`; returns the results dict also written to results.json."""
-    out_dir = Path(out_dir)
-    device = str(resolve_device(device).type)
-    torch.manual_seed(seed)
+def _step_clock():
+    """{step name: seconds} and the function that records and prints one step's time."""
     timings = {}
 
     def step(name: str, started: float) -> None:
         timings[name] = round(time.perf_counter() - started, 1)
         print(f"[{name}: {timings[name]:.0f} s]")
 
+    return timings, step
+
+
+def run_demo(out_dir: str | Path = "demo_out", device: str = "auto", seed: int = 0, videos_per_class: int = 16,
+             epochs: int = 10, progress: bool = True) -> dict:
+    """Run the demo into `out_dir`; returns the results dict also written to results.json."""
+    out_dir, device = Path(out_dir), str(resolve_device(device).type)
+    torch.manual_seed(seed)
+    timings, step = _step_clock()
     dataset = _videos_and_store(out_dir, device, seed, videos_per_class, "default", progress, step)
 
     for modality in MODALITIES:
@@ -167,15 +172,9 @@ def run_order_demo(out_dir: str | Path = "demo_order_out", device: str = "auto",
     unknown = [v for v in variants if v not in ORDER_VARIANTS]
     if unknown:
         raise MateffnetError(f"unknown order variant(s) {', '.join(unknown)}; expected some of {', '.join(ORDER_VARIANTS)}")
-    out_dir = Path(out_dir)
-    device = str(resolve_device(device).type)
+    out_dir, device = Path(out_dir), str(resolve_device(device).type)
     torch.manual_seed(seed)
-    timings = {}
-
-    def step(name: str, started: float) -> None:
-        timings[name] = round(time.perf_counter() - started, 1)
-        print(f"[{name}: {timings[name]:.0f} s]")
-
+    timings, step = _step_clock()
     dataset = _videos_and_store(out_dir, device, seed, videos_per_class, "order", progress, step)
     groups = {c.name: c.group for c in CLASS_SETS["order"]}
     streams, per_variant = {}, {}
