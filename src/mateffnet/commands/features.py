@@ -27,6 +27,9 @@ Which features (`--features`):
 - `attended`: the stream's 512-d tokens after its Fc and 2-head self-attention, the attention run over the
   context of `num_segments` (the model's training T) consecutive snippets around each snippet (clipped at
   the video's ends), the row being that snippet's own output token.
+
+On a CUDA device the streams run under bf16 autocast (as `predict` does), so features made on a GPU
+differ from float32 CPU ones by bf16 rounding; the files are float32 either way.
 """
 
 from __future__ import annotations
