@@ -1,9 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from mateffnet.data.sampling import flow_indices, rgb_indices
 from mateffnet.data.synthetic import (
     CLASS_NAMES,
+    ORDER_TEST_SEGMENTS,
     SYNTHETIC_CLASSES,
     make_synthetic_dataset,
     read_video_frames,
@@ -213,24 +217,54 @@ def test_ball_colours_differ_while_their_brightness_and_motion_do_not():
 # ---- the order-only classes (class_set="order") ----------------------------------------------------
 
 
-@pytest.mark.parametrize("first, twin", [("shuttle_right_left", "shuttle_left_right"),
-                                         ("pulse_grow_shrink", "pulse_shrink_grow")])
-def test_an_order_pair_is_the_same_frames_and_frame_pairs_in_another_order(first, twin):
-    frames = 24
-    a = render_video(first, video_rng(3, 0, 0), frames, 64)
-    b = render_video(twin, video_rng(3, 0, 0), frames, 64)
+ORDER_PAIRS = [("shuttle_right_left", "shuttle_left_right"), ("pulse_grow_shrink", "pulse_shrink_grow")]
+
+
+def sampled(clip, segments=ORDER_TEST_SEGMENTS, flow_length=4):
+    """What the test protocol feeds the streams: the frames at the RGB positions, and for each flow stack the
+    frame pairs its flow fields are computed from (flow k: frame k → k + 1); a pair of two equal frames is
+    "still", since every flow method gives it zero flow, whichever frame it is."""
+    frames = [clip[i].tobytes() for i in rgb_indices(len(clip), segments, train=False)]
+    pair = lambda k: b"still" if np.array_equal(clip[k], clip[k + 1]) else clip[k].tobytes() + clip[k + 1].tobytes()  # noqa: E731
+    starts = flow_indices(len(clip) - 1, segments, flow_length, train=False)[:, 0]
+    stacks = [b"|".join(pair(s + k) for k in range(flow_length)) for s in starts.tolist()]
+    return frames, stacks
+
+
+@pytest.mark.parametrize("first, twin", ORDER_PAIRS)
+def test_an_order_pair_is_the_same_frames_in_another_order(first, twin):
+    a = render_video(first, video_rng(3, 0, 0), 24, 64)
+    b = render_video(twin, video_rng(3, 0, 0), 24, 64)
     assert not np.array_equal(a, b)
-    as_set = lambda clip: sorted(frame.tobytes() for frame in clip)  # noqa: E731
-    assert as_set(a) == as_set(b)
-    # consecutive pairs (what each flow field is computed from): the same, except the one across the cut ...
-    pairs = lambda clip: {(x.tobytes(), y.tobytes()) for x, y in zip(clip[:-1], clip[1:])}  # noqa: E731
-    only_a, only_b = pairs(a) - pairs(b), pairs(b) - pairs(a)
-    assert len(only_a) == len(only_b) == 1
-    # ... which in both classes joins two frames showing the object at the same place (noise apart)
-    for x, y in (*only_a, *only_b):
-        x, y = (np.frombuffer(f, np.uint8).astype(float) for f in (x, y))
-        assert np.abs(x - y).mean() < 6  # sensor noise (σ = 3) only; a moving object differs far more
-    assert np.abs(a[1].astype(float) - a[0]).mean() > np.abs(a[12].astype(float) - a[11]).mean()
+    np.testing.assert_array_equal(np.roll(a, 12, axis=0), b)
+    # the object rests at both turns, and a rest is one frame repeated (noise too): no flow there at all
+    assert all(np.array_equal(a[t], a[0]) for t in (1, 2, 3, 21, 22, 23))
+    assert all(np.array_equal(a[t], a[12]) for t in range(9, 16))
+    assert not np.array_equal(a[4], a[0]) and not np.array_equal(a[8], a[12])
+
+
+@pytest.mark.parametrize("first, twin", ORDER_PAIRS)
+def test_the_test_protocol_samples_the_same_frames_and_flow_stacks_from_a_clip_and_its_twin(first, twin):
+    """With the order demo's test segments a half-clip rotation is a whole number of segments (RGB and flow), and
+    the stacks around the two cuts lie in the rests: the sampled inputs are the same, in another order."""
+    a = render_video(first, video_rng(6, 0, 1), 24, 64)
+    b = render_video(twin, video_rng(6, 0, 1), 24, 64)
+    (frames_a, stacks_a), (frames_b, stacks_b) = sampled(a), sampled(b)
+    assert sorted(frames_a) == sorted(frames_b) and frames_a != frames_b
+    assert sorted(stacks_a) == sorted(stacks_b) and stacks_a != stacks_b
+    # the paper's 8 test segments would not do: 20 flow stack starts do not split into 8 equal halves' worth
+    stacks_a8, stacks_b8 = sampled(a, 8)[1], sampled(b, 8)[1]
+    assert sorted(stacks_a8) != sorted(stacks_b8)
+
+
+def test_lossless_order_videos_decode_to_the_same_frames_as_their_twins(tmp_path):
+    dataset = make_synthetic_dataset(tmp_path, videos_per_class=2, frames=24, size=64, seed=2, class_set="order",
+                                     progress=False)
+    assert json.loads((tmp_path / "synthetic.json").read_text())["settings"]["lossless"] is True
+    for first, twin in ORDER_PAIRS:
+        a = read_video_frames(dataset.root / first / f"{first}_000.mp4")
+        b = read_video_frames(dataset.root / twin / f"{twin}_000.mp4")
+        np.testing.assert_array_equal(np.roll(a, 12, axis=0), b)
 
 
 def test_order_classes_move_as_named():
@@ -243,20 +277,36 @@ def test_order_classes_move_as_named():
     assert motion("pulse_shrink_grow", 0)["radial"] < -0.2 < 0.2 < motion("pulse_shrink_grow", 1)["radial"]
 
 
-def test_a_stream_without_position_information_cannot_tell_an_order_pair_apart():
-    """Proof that the paper's stream sits at chance on the order pairs: it scores a clip and its twin the same."""
+def as_flow_clip(clip, starts, flow_length=4):
+    """A stand-in flow stack per segment, computed from its frames as a flow method would (frame differences)."""
+    gray = torch.from_numpy(clip).float().mean(-1)
+    pairs = gray[1:] - gray[:-1]  # one "flow field" per consecutive frame pair
+    stacks = [torch.stack([pairs[s + k] for k in range(flow_length) for _ in range(2)]) for s in starts.tolist()]
+    return (torch.stack(stacks) + 128)[None]
+
+
+def test_a_stream_without_position_information_scores_a_clip_and_its_twin_the_same():
+    """Proof that the paper's stream and its baseline sit at chance on the order pairs under the demo's test
+    protocol: the sampled inputs of twins are the same set, and these streams see only the set."""
     from mateffnet.models import StreamNet
 
     torch.manual_seed(0)
-    a = render_video("pulse_grow_shrink", video_rng(4, 0, 0), 24, 64)
-    b = render_video("pulse_shrink_grow", video_rng(4, 0, 0), 24, 64)
-    times = np.arange(0, 24, 3)  # 8 evenly spaced segments: rotating by 12 frames maps them onto each other
-    to_clip = lambda clip: torch.from_numpy(clip[times]).permute(0, 3, 1, 2)[None]  # noqa: E731
-    assert not torch.equal(to_clip(a), to_clip(b))
-    for options in ({}, {"attention": False}):  # the paper's stream, the paper's baseline
-        model = StreamNet(2, backbone="resnet18", input_size=64, embed_dim=32, **options).eval()
-        with torch.no_grad():
-            assert torch.allclose(model(to_clip(a)), model(to_clip(b)), atol=1e-5, rtol=1e-5)
+    times = rgb_indices(24, ORDER_TEST_SEGMENTS, train=False)
+    starts = flow_indices(23, ORDER_TEST_SEGMENTS, 4, train=False)[:, 0]
+    rgb = lambda clip: torch.from_numpy(clip[times.numpy()]).permute(0, 3, 1, 2)[None]  # noqa: E731
+    twins = [(render_video(first, video_rng(4, 0, 0), 24, 64), render_video(twin, video_rng(4, 0, 0), 24, 64))
+             for first, twin in ORDER_PAIRS]
+    for modality, to_clip in (("rgb", rgb), ("flow", lambda clip: as_flow_clip(clip, starts))):
+        for options in ({}, {"attention": False}):  # the paper's stream, the paper's baseline
+            model = StreamNet(2, modality=modality, backbone="resnet18", input_size=64, embed_dim=32, flow_length=4,
+                              **options).eval()
+            for a, b in twins:
+                assert not torch.equal(to_clip(a), to_clip(b))
+                with torch.no_grad():
+                    assert torch.allclose(model(to_clip(a)), model(to_clip(b)), atol=1e-5, rtol=1e-5), (modality, options)
+    aware = StreamNet(2, backbone="resnet18", input_size=64, embed_dim=32, temporal_encoding="sinusoidal").eval()
+    with torch.no_grad():  # the same inputs in another order: what an order-aware stream can tell apart
+        assert not torch.allclose(aware(rgb(twins[1][0])), aware(rgb(twins[1][1])), atol=1e-5, rtol=1e-5)
 
 
 def test_the_order_class_set_holds_the_nine_classes_and_the_order_pairs(tmp_path):

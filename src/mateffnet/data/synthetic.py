@@ -19,25 +19,31 @@ the same whatever the colour; the RGB frames tell them apart at a glance.
 **Order-only classes** (`class_set="order"`, the nine above plus four; what `mateffnet demo --order` uses):
 two pairs whose two classes are made of the same frames and differ only in the order of those frames:
 
-- a textured diamond that slides right and comes back (`shuttle_right_left`) vs one that slides left and
-  comes back (`shuttle_left_right`);
-- a checkered disc that grows then shrinks (`pulse_grow_shrink`) vs one that shrinks then grows
+- a textured diamond that slides right, rests, slides back left and rests (`shuttle_right_left`) vs one that
+  slides left first (`shuttle_left_right`);
+- a checkered disc that grows, rests, shrinks and rests (`pulse_grow_shrink`) vs one that shrinks first
   (`pulse_shrink_grow`).
 
-The second class of a pair is the first one's clip rotated by half its length (`np.roll(clip, frames // 2)`):
-with position (or radius) p(t) = p0 ± v·min(t, N−1−t), frame t of "right then left" is frame t + N/2 of
-"left then right". Not the clip played backwards: reversing time also reverses every flow field, so a
-reversed "grow then shrink" would still grow first and its flow stacks would be the negated ones, a
-different set. Rotating keeps every pair of consecutive frames a pair of consecutive frames (except the
-one pair across the cut, which in both classes joins two frames at the same place: zero motion, like the
-pair at the turn), so for an even frame count each class's frames *and* flow stacks are the same multiset,
-in another order. A model that only sees the set of its segments (the paper's stream: attention without
-position information, then a mean) therefore gives the same scores to a clip and its rotated twin and
-cannot beat chance on these pairs; a square sliding "right then up" vs "up then right" would not do: its
-two classes trace different L shapes, which a set of frames already tells apart. The shuttle's start is
-uniform on the (horizontally wrapping) frame and the pulse's sizes are the same range in both classes, so
-even the distribution of one frame says nothing. Video i of a pair's second class is drawn from the random
-stream of video i of the first class, so the dataset holds each clip together with its rotated twin.
+The second class of a pair is the first one's clip rotated by half its length (`np.roll(clip, frames // 2)`),
+so both hold the same frames. Not the clip played backwards: reversing time also reverses every flow field,
+so a reversed "grow then shrink" would still grow first and its flow stacks would be the negated ones, a
+different set. The motion (`order_phase`) is cyclic: rest, move for a quarter of the clip, rest, move back,
+rest; each rest spans a quarter of the clip around a turn (frames 21–3 and 9–15 of 24), and a resting object
+is one frame repeated, noise included (`held_frames`): no flow at all. The demo's clips are encoded losslessly,
+so twins decode to the same frames too. A square sliding "right then up" vs "up then right" would not do: its
+two classes trace different L shapes, which a set of frames already tells apart.
+
+What a stream sees at test time is then the same set for a clip and its twin, in another order, when the
+half-clip rotation is a whole number of test segments for the frames and for the flow stacks:
+`ORDER_TEST_SEGMENTS` = 10 segments of a 24-frame clip with stacks of 4 flows (23 flows, 20 stack starts)
+put RGB frames 12 frames = 5 segments apart and stack starts 12 = 6 segments apart, and the only stacks
+without a counterpart in the twin lie wholly in a rest (all zero flow in both). A model that only sees the
+set of its segments (the paper's stream: attention without position information, then a mean; or its
+baseline) therefore gives a clip and its twin the same scores and sits at chance on these pairs, while a
+single frame's content (where the diamond is, how large the disc is) together with the segment's position
+in the clip tells the pairs apart. The paper's 8 test segments do not give the same sets (20 stack starts do
+not split into two halves 12 flows apart). Video i of a pair's second class is drawn from the random stream
+of video i of the first class, so the dataset holds each clip together with its rotated twin.
 
 Layout written by `make_synthetic_dataset(out_dir, ...)`:
 
@@ -50,7 +56,8 @@ A horizontal flip turns slide_left into slide_right and spin_cw into spin_ccw (a
 dataset with horizontal-flip augmentation off, or flip and swap labels with `HORIZONTAL_FLIP_SWAPS` (the
 rings and the balls are mirror-symmetric in distribution, so their labels survive a flip).
 
-The order-only pairs: a flip swaps shuttle_right_left and shuttle_left_right; the pulses survive it.
+The order-only pairs: a flip swaps shuttle_right_left and shuttle_left_right (the diamond starts on the
+left in one, on the right in the other); the pulses survive it.
 
 Class names sort alphabetically in label order, so a folder-per-class reader that sorts class folders
 assigns the same labels as the list files. Each video is generated from its own random stream
@@ -72,6 +79,7 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 GENERATOR_VERSION = 1
+ORDER_CLASSES_VERSION = 2  # 2: the order classes rest at their turns and are encoded losslessly
 MANIFEST_FILE = "synthetic.json"
 CLASSES_FILE = "classes.txt"
 SPLIT_FILES = {"train": "train.txt", "test": "test.txt"}
@@ -109,6 +117,9 @@ CLASS_SETS = {
     "order": tuple(sorted(SYNTHETIC_CLASSES + ORDER_CLASSES, key=lambda c: c.name)),
 }
 ALL_CLASSES = {c.name: c for c in CLASS_SETS["order"]}
+# Test segments under which a clip of the order classes (24 frames, flow stacks of 4) and its twin give the same
+# sampled frames and flow stacks (module docstring); the paper's 8 do not.
+ORDER_TEST_SEGMENTS = 10
 # The second class of each order-only pair is the first one's clip rotated by half its length.
 ROTATED_TWIN = {"shuttle_left_right": "shuttle_right_left", "pulse_shrink_grow": "pulse_grow_shrink"}
 # What a horizontal flip makes of a class (classes not named keep their label).
@@ -172,8 +183,9 @@ def make_synthetic_dataset(
     out_dir = Path(out_dir)
     settings = {"generator_version": GENERATOR_VERSION, "videos_per_class": videos_per_class, "frames": frames,
                 "size": size, "seed": seed, "test_fraction": test_fraction, "fps": fps, "codec": codec}
+    lossless = class_set == "order" and codec == "libx264"  # twins decode to the very same frames
     if class_set != "default":  # folders made before class sets existed keep their settings
-        settings["class_set"] = class_set
+        settings.update(class_set=class_set, order_classes_version=ORDER_CLASSES_VERSION, lossless=lossless)
     _claim_folder(out_dir, settings, classes)
 
     num_test = min(videos_per_class - 1, max(1, round(test_fraction * videos_per_class)))
@@ -189,7 +201,7 @@ def make_synthetic_dataset(
         else:
             twin_label = names.index(ROTATED_TWIN.get(name, name))  # a rotated twin shares its twin's stream
             clip = render_video(name, video_rng(seed, twin_label, index), frames, size)
-            write_video(path, clip, fps, codec)
+            write_video(path, clip, fps, codec, lossless)
             written += 1
         split = "test" if index >= videos_per_class - num_test else "train"
         lines[split].append(f"{relative} {label}")
@@ -226,11 +238,34 @@ def render_video(class_name: str, rng: np.random.Generator, frames: int = 24, si
     layers = draw(variant, frames)  # (frames, size, size, 3) colour and (frames, size, size, 1) coverage
     clip = background[None] * (1.0 - layers[1]) + layers[0] * layers[1]
     clip = clip + rng.normal(0.0, 3.0, clip.shape)  # sensor noise, new every frame
-    return np.clip(np.rint(clip), 0, 255).astype(np.uint8)
+    clip = np.clip(np.rint(clip), 0, 255).astype(np.uint8)
+    if kind in ("shuttle", "pulse"):  # a resting object is the very same frame (noise too): module docstring
+        clip = clip[held_frames(frames)]
+    return clip
 
 
-def write_video(path: str | Path, clip: np.ndarray, fps: int = 8, codec: str = "libx264") -> Path:
-    """Encode uint8 (N, H, W, 3) frames as an .mp4 file, atomically."""
+def order_phase(frames: int) -> np.ndarray:
+    """(frames,) the order classes' motion, 0 → 1 → 0: rest at 0, move, rest at 1 (the middle), move back, rest.
+
+    With d = min(t, frames − t), the cyclic distance of frame t from frame 0: 0 where d ≤ frames/8, 1 where
+    d ≥ 3·frames/8, linear between. Symmetric under rotating the clip by frames/2 with 0 and 1 swapped.
+    """
+    distance = np.minimum(np.arange(frames), frames - np.arange(frames))
+    return np.clip((distance - frames / 8) / (frames / 4), 0.0, 1.0)
+
+
+def held_frames(frames: int) -> np.ndarray:
+    """(frames,) for each frame the frame it repeats: every frame of a rest is the rest's first frame (0 or frames/2)."""
+    phase, index = order_phase(frames), np.arange(frames)
+    return np.where(phase == 0.0, 0, np.where(phase == 1.0, frames // 2, index))
+
+
+def write_video(path: str | Path, clip: np.ndarray, fps: int = 8, codec: str = "libx264", lossless: bool = False) -> Path:
+    """Encode uint8 (N, H, W, 3) frames as an .mp4 file, atomically.
+
+    `lossless` (libx264 only): quantiser 0, so equal frames decode equal wherever they sit in the stream
+    (the chroma is still subsampled to 4:2:0, the same way for equal frames).
+    """
     import av
 
     path = Path(path)
@@ -243,8 +278,11 @@ def write_video(path: str | Path, clip: np.ndarray, fps: int = 8, codec: str = "
             if codec == "libx264":
                 # x264's lookahead and macroblock tree made the same frames encode differently from run to
                 # run (seen here at 64×64 even on one thread); without them a seed gives identical files.
-                stream.options = {"crf": "12", "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:"
-                                                             "rc-lookahead=0:mbtree=0"}
+                stream.options = {"crf": "0" if lossless else "12",
+                                  "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:rc-lookahead=0:mbtree=0"
+                                                 + (":qp=0" if lossless else "")}
+            elif lossless:
+                raise MateffnetError("lossless encoding needs libx264")
             else:
                 stream.bit_rate = 2_000_000
             for image in clip:
@@ -369,37 +407,35 @@ class _Scene:
         return np.stack(colour), np.broadcast_to(cover[None, ..., None], (frames, size, size, 1))
 
     def shuttle(self, variant: str, frames: int):
-        """A diamond sliding right, then back left along the same path (the "right_left" variant)."""
+        """A diamond sliding right, resting, sliding back left, resting (the "right_left" variant); no wrapping."""
         rng, size = self.rng, self.size
         half = rng.uniform(9.0, 12.0) * self.scale  # centre to corner
-        speed = rng.uniform(2.5, 4.0) * self.scale
-        x0, yc = rng.uniform(0, size), rng.uniform(half + 2, size - half - 2)
+        travel = rng.uniform(24.0, 28.0) * self.scale
+        x_left = rng.uniform(half + 1, size - half - 1 - travel)
+        yc = rng.uniform(half + 2, size - half - 2)
         c1, c2 = self.random_colour(), self.random_colour()
         gratings = self.gratings()
         colour, cover = [], []
-        for t in range(frames):
-            xc = x0 + speed * min(t, frames - 1 - t)
-            dx = np.mod(self.x - xc + size / 2, size) - size / 2  # the frame is a torus horizontally
-            dy = self.y - yc
+        for phase in order_phase(frames):
+            dx, dy = self.x - (x_left + travel * phase), self.y - yc
             texture = self.texture(gratings, dx, dy)[..., None]
             colour.append(c1 * (1 - texture) + c2 * texture)
             cover.append(np.clip(half - np.abs(dx) - np.abs(dy) + 0.5, 0, 1))
         return np.stack(colour), np.stack(cover)[..., None]
 
     def pulse(self, variant: str, frames: int):
-        """A checkered disc growing, then shrinking back (the "grow_shrink" variant); the checks zoom with it."""
+        """A checkered disc growing, resting, shrinking back, resting (the "grow_shrink" variant); the checks zoom with it."""
         rng, size = self.rng, self.size
         small, large = rng.uniform(7.0, 9.0) * self.scale, rng.uniform(18.0, 21.0) * self.scale
         xc, yc = (rng.uniform(large + 1, size - large - 1) for _ in range(2))
         check = rng.uniform(4.0, 6.0) * self.scale  # check size at the large radius
         angle = rng.uniform(0, math.pi / 2)
         c1, c2 = self.random_colour(), self.random_colour()
-        turn = max((frames - 1) // 2, 1)
         dx, dy = self.x - xc, self.y - yc
         u, v = dx * math.cos(angle) + dy * math.sin(angle), -dx * math.sin(angle) + dy * math.cos(angle)
         colour, cover = [], []
-        for t in range(frames):
-            radius = small + (large - small) * min(t, frames - 1 - t) / turn
+        for phase in order_phase(frames):
+            radius = small + (large - small) * phase
             zoom = large / radius  # object coordinates: the pattern grows with the disc
             wave = np.sin(math.pi * u * zoom / check) * np.sin(math.pi * v * zoom / check)
             wave = 0.5 + 0.5 * np.tanh(3.0 * wave)
