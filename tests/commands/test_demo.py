@@ -56,3 +56,24 @@ def test_predict_classifies_every_real_clip_with_the_demo_model(demo, shared_dat
             assert len(probs) == 3 and all(0.0 <= p <= 1.0 for p in probs)
             assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
             assert np.isfinite(probs).all()
+
+
+def test_within_pair_accuracy_counts_clips_scored_above_their_twin_class_and_gives_identical_twins_half(tmp_path):
+    from mateffnet.commands.demo import within_pair_accuracy
+    from mateffnet.data.synthetic import CLASS_SETS
+    from mateffnet.engine.scoring import save_scores
+
+    names = [c.name for c in CLASS_SETS["order"]]
+    grow, shrink, ball = (names.index(n) for n in ("pulse_grow_shrink", "pulse_shrink_grow", "ball_red"))
+    labels = np.array([grow, shrink, grow, shrink, ball])
+    scores = np.zeros((5, len(names)), np.float32)
+    scores[0, [grow, shrink]] = 0.6, 0.4  # right
+    scores[1, [grow, shrink]] = 0.6, 0.4  # wrong (the same scores as its twin: one of the two is right)
+    scores[2, [grow, shrink, ball]] = 0.3, 0.1, 0.6  # top-1 wrong, but above its twin class: counts
+    scores[3, [grow, shrink]] = 0.5, 0.5  # a tie: half
+    scores[4, ball] = 1.0  # not an order class: not counted
+    fused = scores.copy()
+    fused[:, [grow, shrink]] = 0.5
+    save_scores(tmp_path / "scores.npz", [f"v{i}" for i in range(5)], labels, names, {"rgb": scores, "fused": fused},
+                (1.0, 1.0))
+    assert within_pair_accuracy(tmp_path / "scores.npz") == {"rgb": (1 + 0 + 1 + 0.5) / 4, "fused": 0.5}
