@@ -19,8 +19,8 @@ the same whatever the colour; the RGB frames tell them apart at a glance.
 **Order-only classes** (`class_set="order"`, the nine above plus four; what `mateffnet demo --order` uses):
 two pairs whose two classes are made of the same frames and differ only in the order of those frames:
 
-- a textured diamond that slides right, rests, slides back left and rests (`shuttle_right_left`) vs one that
-  slides left first (`shuttle_left_right`);
+- a textured diamond that slides right from the left edge (partly out of the frame there), rests, slides back
+  left and rests (`shuttle_right_left`) vs one that slides left first (`shuttle_left_right`);
 - a checkered disc that grows, rests, shrinks and rests (`pulse_grow_shrink`) vs one that shrinks first
   (`pulse_shrink_grow`).
 
@@ -79,7 +79,8 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 GENERATOR_VERSION = 1
-ORDER_CLASSES_VERSION = 2  # 2: the order classes rest at their turns and are encoded losslessly
+ORDER_CLASSES_VERSION = 3  # 2: the order classes rest at their turns and are encoded losslessly; 3: the shuttle's
+# left end is partly out of the frame
 MANIFEST_FILE = "synthetic.json"
 CLASSES_FILE = "classes.txt"
 SPLIT_FILES = {"train": "train.txt", "test": "test.txt"}
@@ -407,11 +408,16 @@ class _Scene:
         return np.stack(colour), np.broadcast_to(cover[None, ..., None], (frames, size, size, 1))
 
     def shuttle(self, variant: str, frames: int):
-        """A diamond sliding right, resting, sliding back left, resting (the "right_left" variant); no wrapping."""
+        """A diamond sliding right, resting, sliding back left, resting (the "right_left" variant); no wrapping.
+
+        At the left rest the diamond is partly out of the frame (its centre a quarter to half of its half-width
+        inside the left edge), at the right rest wholly inside, whatever the crop: what one frame shows of it
+        tells which end of its path it is at, as the disc's size does for the pulse.
+        """
         rng, size = self.rng, self.size
         half = rng.uniform(9.0, 12.0) * self.scale  # centre to corner
-        travel = rng.uniform(24.0, 28.0) * self.scale
-        x_left = rng.uniform(half + 1, size - half - 1 - travel)
+        x_left = rng.uniform(0.25, 0.5) * half
+        travel = rng.uniform(26.0, 32.0) * self.scale
         yc = rng.uniform(half + 2, size - half - 2)
         c1, c2 = self.random_colour(), self.random_colour()
         gratings = self.gratings()
