@@ -72,9 +72,11 @@ def train_model(folder):
     # pair (the best answer from appearance; one-hot targets only taught it to memorise backgrounds).
     pair = torch.zeros(len(labels), len(CLASSES))
     pair[torch.arange(len(labels)), labels // 2 * 2] = pair[torch.arange(len(labels)), labels // 2 * 2 + 1] = 0.5
-    # TSN's 1:1.5 fusion: the flow stream, which sees the direction, counts more.
+    # The flow stream, which sees the direction, counts more: 1:3 rather than TSN's 1:1.5, because this tiny
+    # RGB stream tells the pairs apart on only ~85 % of unseen clips, and how often it errs depends on the
+    # machine's float rounding in training (on the H200 host 1:1.5 let it flip one action of the timeline).
     model = TwoStreamNet(train_stream(make_stream("rgb"), clips, pair),
-                         train_stream(make_stream("flow"), clips, labels, steps=150), weights=(1.0, 1.5))
+                         train_stream(make_stream("flow"), clips, labels, steps=150), weights=(1.0, 3.0))
     return model.save_pretrained(folder)
 
 
