@@ -147,8 +147,8 @@ def test_a_window_scores_what_predict_scores_for_a_video_of_its_frames(model, vi
     ring = FrameRing(60)
     for frame in video:
         ring.push({"48": frame})
-    scores = scorer.score([Window(8, 20), Window(30, 20)], ring)
-    for row, start in enumerate((8, 30)):
-        alone = predict_video(model, {"48": video[start:start + 20]}, segments=3)
+    scores = scorer.score([Window(8, 20), Window(30, 24)], ring)  # windows of different lengths too
+    for row, (start, length) in enumerate(((8, 20), (30, 24))):
+        alone = predict_video(model, {"48": video[start:start + length]}, segments=3)
         for name in ("rgb", "flow", "fused"):
             np.testing.assert_allclose(scores.probabilities[name][row], alone[name], rtol=1e-4, atol=1e-6)
