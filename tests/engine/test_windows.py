@@ -152,3 +152,17 @@ def test_a_window_scores_what_predict_scores_for_a_video_of_its_frames(model, vi
         alone = predict_video(model, {"48": video[start:start + length]}, segments=3)
         for name in ("rgb", "flow", "fused"):
             np.testing.assert_allclose(scores.probabilities[name][row], alone[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the queued, pinned-memory path)")
+def test_on_cuda_the_queued_batches_score_what_predict_scores_on_cuda(model, video):
+    device = torch.device("cuda")
+    on_gpu = TwoStreamNet(stream("rgb"), stream("flow")).to(device)
+    scorer = WindowScorer(on_gpu, segments=3, device=device)
+    batches = list(score_frames(({"48": f} for f in video), scorer, 20, 8, batch=2))
+    assert sum(len(windows) for windows, _, _ in batches) == 6
+    for windows, scores, _ in batches:
+        for row, window in enumerate(windows):
+            alone = predict_video(on_gpu, {"48": video[window.start:window.end]}, segments=3, device=device)
+            for name in ("rgb", "flow", "fused"):  # bf16 on the GPU: batches of different sizes round differently
+                np.testing.assert_allclose(scores.probabilities[name][row], alone[name], atol=2e-2)
