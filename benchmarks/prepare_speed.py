@@ -32,6 +32,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> list[Path]:
     import av
 
+    from mateffnet.io.decode import open_container
+
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):

@@ -356,8 +356,8 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
     """(time in seconds, uint8 (H, W, 3) RGB at `size`) per decoded frame of an open source, in order.
 
     `keep(time)` → False skips the frame's conversion (it is yielded as (time, None)): how a live reader
-    drops frames cheaply when it falls behind. Damaged packets are skipped; a broken connection raises
-    `VideoDecodeError` ("corrupt") with FFmpeg's message; the end of the source ends the iterator."""
+    drops frames cheaply when it falls behind. Damaged packets are skipped; a broken connection, or no data
+    within the read timeout, raises `VideoDecodeError` ("corrupt"); the end of the source ends the iterator."""
     av = _av()
     reformatter = av.video.reformatter.VideoReformatter()
     width = height = 0
@@ -379,5 +379,8 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
                     continue
                 yield moment, reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                                    interpolation="BILINEAR").to_ndarray()
+    except av.ExitError:  # FFmpeg's read timeout (the `timeout` of `open_source`) interrupted the read
+        raise VideoDecodeError(getattr(container, "name", "source"), "corrupt",
+                               "no data within the read timeout (the source stalled or the connection broke)") from None
     except (av.FFmpegError, OSError) as error:
         raise VideoDecodeError(getattr(container, "name", "source"), "corrupt", _one_line(error)) from None
