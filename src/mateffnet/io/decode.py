@@ -14,6 +14,7 @@ dataset-scale job writes into its report.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -321,7 +322,11 @@ LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:/
 
 def is_live_source(source: str) -> bool:
     """A camera (/dev/videoN) or a network URL: frames come at the source's pace, not as fast as we read."""
-    return source.startswith("/dev/video") or source.lower().startswith(LIVE_PREFIXES)
+    return source.startswith("/dev/video") or is_network_source(source)
+
+
+def is_network_source(source: str) -> bool:
+    return source.lower().startswith(LIVE_PREFIXES)
 
 
 def open_source(source: str, timeout: float = 10.0):
@@ -383,4 +388,9 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
         raise VideoDecodeError(getattr(container, "name", "source"), "corrupt",
                                "no data within the read timeout (the source stalled or the connection broke)") from None
     except (av.FFmpegError, OSError) as error:
-        raise VideoDecodeError(getattr(container, "name", "source"), "corrupt", _one_line(error)) from None
+        name = getattr(container, "name", "source")
+        if getattr(error, "errno", None) == errno.EIO and is_network_source(name):
+            # FFmpeg 9 (PyAV 19) reports a network stream whose server closed the connection as EIO where
+            # FFmpeg 7 ended the demuxer: neither can tell a finished server from a killed one, so both end.
+            return
+        raise VideoDecodeError(name, "corrupt", _one_line(error)) from None
