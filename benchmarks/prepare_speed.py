@@ -10,13 +10,26 @@ store, and prints pairs/s (wall clock, and inside prepare: without starting Pyth
 and whether the sharded stores hold exactly the single run's files. The first row is the flow kernel
 alone on the same pairs (no decoding, no JPEG, no files): the ceiling. Before the timed runs, a prepare
 of 2 videos compiles the Triton flow kernels for every batch shape (once per machine; `--no-warmup`).
+
+    python benchmarks/prepare_speed.py --kernel none --videos 8 --seconds 4 --workers 2   # any machine, no GPU
+
+`--kernel none` measures what prepare costs besides its flow kernel: prepare runs in this Python process
+with flow batched across videos, the kernel replaced by a stand-in (flow codes of the right shape and
+dtype on the same device, no computation), and the table gives pairs/s, the main process's CPU time per
+pair (all its threads), the workers' CPU time per pair (decode, RGB JPEG, flow encoding, writing), bytes
+through pipes per pair (counted in the main process, both ways) and the ceilings those imply on a host
+of `--cores` cores: the main process can launch at most 1 / (main CPU per pair) pairs/s, the workers
+can feed at most (cores - 1) / (workers' CPU per pair).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing.connection
 import os
+import resource
+import threading
 import subprocess
 import sys
 import tempfile
@@ -31,6 +44,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> list[Path]:
     import av
+
+    from mateffnet.io.decode import open_container
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -109,6 +124,111 @@ def digests(store: Path) -> dict[str, str]:
     return out
 
 
+class Descendants:
+    """CPU seconds of this process's descendants (the forkserver and its workers), sampled from /proc
+    while they run: a worker's last fraction of a second before it exits is missed."""
+
+    def __init__(self, every: float = 0.2):
+        self.every, self.seen, self.stop = every, {}, threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _run(self):
+        while not self.stop.wait(self.every):
+            self._sample()
+
+    def _sample(self):
+        parents, times = {}, {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.tick
+        me = os.getpid()
+        for pid, cpu in times.items():
+            ancestor = parents.get(pid)
+            while ancestor not in (None, 0, 1, me):
+                ancestor = parents.get(ancestor)
+            if ancestor == me and parents[pid] != me:  # the workers, not the forkserver that starts them
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+
+
+PIPE_BYTES = {"sent": 0, "received": 0}
+
+
+def count_pipe_bytes() -> None:
+    """Count in PIPE_BYTES the bytes this process's multiprocessing connections send and receive (queues included)."""
+    connection = multiprocessing.connection.Connection
+    send, receive = connection._send_bytes, connection._recv_bytes
+
+    def counted_send(self, buf):
+        PIPE_BYTES["sent"] += len(memoryview(buf).cast("B"))
+        return send(self, buf)
+
+    def counted_receive(self, maxsize=None):
+        data = receive(self, maxsize)
+        PIPE_BYTES["received"] += data.getbuffer().nbytes
+        return data
+
+    connection._send_bytes, connection._recv_bytes = counted_send, counted_receive
+
+
+def stand_in_kernel() -> None:
+    """Replace prepare's flow kernel and quantisation by flow codes of the right shape, dtype and device."""
+    from mateffnet.prepare import batcher, pack
+
+    def launch(frames, first, second, options, device):  # the host-side work of the old launch_quantized_flow
+        on_cuda = device.startswith("cuda")
+        unique = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
+        np.stack(frames, out=unique.numpy())
+        rows = torch.tensor([first, second])
+        on_device = unique.to(device, non_blocking=True)
+        rows = rows.to(device, non_blocking=True)
+        return torch.full((len(first), 2, *frames[0].shape[:2]), 128, dtype=torch.uint8), None
+
+    batcher.launch_quantized_flow = launch
+
+
+def overhead(videos_dir: Path, store: Path, workers: int, device: str, cores: int) -> str:
+    """One table row: prepare in this process with the stand-in kernel (see the module docstring)."""
+    from mateffnet.io.annotations import folders
+    from mateffnet.prepare.job import PrepareOptions, prepare_videos
+
+    options = PrepareOptions(size=256, device=device, workers=workers, batch_across_videos=True)
+    items = folders(videos_dir).items()
+    prepare_videos(items[:1], store.with_name(store.name + "_warmup"), options, progress=False)  # the forkserver
+    PIPE_BYTES.update(sent=0, received=0)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    with Descendants() as descendants:
+        report = prepare_videos(items, store, options, progress=False)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if report.failed or not report.flow_pairs:
+        raise SystemExit(f"prepare failed: {report.summary()}")
+    pairs = report.flow_pairs
+    main_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / pairs
+    worker_cpu = descendants.seconds() / pairs
+    piped = (PIPE_BYTES["sent"] + PIPE_BYTES["received"]) / pairs
+    return (f"| {workers} | {pairs} | {pairs / seconds:.0f} | {1e3 * main_cpu:.3f} | {1e3 * worker_cpu:.2f} | "
+            f"{piped / 1e3:.1f} | {1 / main_cpu:.0f} | {(cores - 1) / worker_cpu:.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=48)
@@ -116,12 +236,28 @@ def main() -> int:
     parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--kernel", choices=["tvl1", "none"], default="tvl1",
+                        help="none: prepare's cost without its flow kernel (see above)")
+    parser.add_argument("--workers", type=int, nargs="+", default=None, help="--kernel none: worker counts to run")
+    parser.add_argument("--cores", type=int, default=16, help="--kernel none: the host the ceilings are for")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="time the first prepare on this machine too (its kernel compilation included)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="mateffnet-prepare-bench-"))
     videos = make_videos(work / "videos", args.videos, args.seconds)
     pairs = args.videos * (args.seconds * 25 - 1)
+    if args.kernel == "none":
+        stand_in_kernel()
+        count_pipe_bytes()
+        print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; flow kernel replaced "
+              f"by a stand-in on {args.device}; this machine has {os.cpu_count()} CPU cores")
+        print(f"\n| workers | pairs | pairs/s | main CPU ms/pair | workers CPU ms/pair | pipe kB/pair | "
+              f"main-process ceiling pairs/s | workers' ceiling on {args.cores} cores pairs/s |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for workers in args.workers or [max(1, (os.cpu_count() or 2) - 1)]:
+            print(overhead(work / "videos", work / f"store_none_{workers}_{time.time_ns()}", workers, args.device,
+                           args.cores), flush=True)
+        return 0
     print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; device {args.device}; "
           f"{os.cpu_count()} CPU cores" + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("\n| what | processes | seconds | pairs/s | seconds inside prepare | pairs/s inside prepare | "
