@@ -189,19 +189,31 @@ def count_pipe_bytes() -> None:
 
 
 def stand_in_kernel() -> None:
-    """Replace prepare's flow kernel and quantisation by flow codes of the right shape, dtype and device."""
+    """Replace the device's work in prepare (gathering the pairs, flow, quantisation, the copy back) by flow
+    codes of the right shape and dtype; the host's work around it stays."""
     from mateffnet.prepare import batcher, pack
 
-    def launch(frames, first, second, options, device):  # the host-side work of the old launch_quantized_flow
+    results = {}  # shape → codes: the copy back of a GPU writes into cached pinned memory, not fresh pages
+
+    def launch(runs, first, second, options, device):
+        height, width = runs[0].shape[1:3]
+        rows = torch.tensor([first, second])
+        rows = (rows.pin_memory() if device.startswith("cuda") else rows).to(device, non_blocking=True)
+        shape = (len(first), 2, height, width)
+        if shape not in results:
+            results[shape] = torch.full(shape, 128, dtype=torch.uint8)
+        return results[shape], None
+
+    def launch_before(frames, first, second, options, device):  # the code before launch_flow_codes, as it was
         on_cuda = device.startswith("cuda")
         unique = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
         np.stack(frames, out=unique.numpy())
-        rows = torch.tensor([first, second])
-        on_device = unique.to(device, non_blocking=True)
-        rows = rows.to(device, non_blocking=True)
-        return torch.full((len(first), 2, *frames[0].shape[:2]), 128, dtype=torch.uint8), None
+        return launch([unique.to(device, non_blocking=True)], first, second, options, device)
 
-    batcher.launch_quantized_flow = launch
+    if hasattr(pack, "launch_flow_codes"):
+        pack.launch_flow_codes = launch
+    else:  # the code before shared memory (run this script with PYTHONPATH at an older checkout's src)
+        batcher.launch_quantized_flow = launch_before
 
 
 def overhead(videos_dir: Path, store: Path, workers: int, device: str, cores: int) -> str:
