@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -18,9 +19,13 @@ class FlowBatcher:
     frame pairs of several videos, grouped by frame size, go to the flow kernel in batches of
     `flow_batch`, and the quantised flow goes back to each video's worker. On a GPU a batch is only
     queued (`IN_FLIGHT` at most): the main process receives the next frames while the GPU computes,
-    and `deliver` hands out the batches that have finished."""
+    and `deliver` hands out the batches that have finished. A video whose frames are all in waits for
+    its last pairs to fill a batch with other videos' pairs, `WAIT_FOR_FULL` seconds at most (its worker
+    idles meanwhile; a partial batch costs the GPU nearly a full one), or until no video is sending
+    frames any more."""
 
     IN_FLIGHT = 2
+    WAIT_FOR_FULL = 0.1
 
     def __init__(self, options: PrepareOptions, device: str,
                  send: Callable[[int, int, list[int], np.ndarray, list[int]], None]):
@@ -31,12 +36,17 @@ class FlowBatcher:
         self.last_frame: dict[int, FrameRef] = {}
         self.worker_of: dict[int, int] = {}
         self.in_flight: list[tuple[list, object, object]] = []  # (pairs, quantised flow, CUDA event)
+        self.size_of: dict[int, tuple[int, int]] = {}
+        self.sending: set[int] = set()  # videos whose frames are not all in yet
+        self.ended: dict[int, tuple[float, tuple[int, int]]] = {}  # video → (when its frames were all in, its bucket)
 
     def add_frames(self, worker_id: int, index: int, first: int, frames: np.ndarray) -> None:
         """Frames `first`, … of video `index` (uint8 (n, H, W, 3)); copied before this returns (a view of
         shared memory may be reused once it has)."""
         self.worker_of[index] = worker_id
         chunk = _to_device(frames, self.device)
+        self.size_of[index] = frames.shape[1:3]
+        self.sending.add(index)
         bucket = self.buckets.setdefault(frames.shape[1:3], [])
         previous = self.last_frame.get(index)
         if previous is not None:
@@ -48,18 +58,33 @@ class FlowBatcher:
             self._launch(bucket, self.options.flow_batch)
 
     def end_frames(self, index: int) -> None:
-        """All frames of video `index` are in: its worker now only waits for flow, so the pairs
-        still pending for it go out now, in a partial batch if need be (one per video at most)."""
+        """All frames of video `index` are in: its worker now only waits for flow (see `flush_due`)."""
         self.last_frame.pop(index, None)
-        for bucket in self.buckets.values():
-            if any(pair[0] == index for pair in bucket):
-                while bucket:
-                    self._launch(bucket, self.options.flow_batch)
+        self.sending.discard(index)
+        key = self.size_of.get(index)
+        if key is not None and any(pair[0] == index for pair in self.buckets[key]):
+            self.ended[index] = (time.monotonic(), key)
+        self.flush_due()
+
+    def flush_due(self) -> None:
+        """Launch, in a partial batch if need be, the pairs of the buckets where a video whose frames are all in
+        has waited `WAIT_FOR_FULL` seconds, or all pairs once every video has all its frames in."""
+        if not self.ended:
+            return
+        everything = not self.sending
+        now = time.monotonic()
+        for key in {key for when, key in self.ended.values() if everything or now - when >= self.WAIT_FOR_FULL}:
+            bucket = self.buckets[key]
+            while bucket:
+                self._launch(bucket, self.options.flow_batch)
 
     def forget(self, index: int) -> None:
         """Drop a finished or failed video's pending pairs."""
         self.last_frame.pop(index, None)
         self.worker_of.pop(index, None)
+        self.size_of.pop(index, None)
+        self.sending.discard(index)
+        self.ended.pop(index, None)
         for bucket in self.buckets.values():
             bucket[:] = [pair for pair in bucket if pair[0] != index]
 
@@ -88,6 +113,9 @@ class FlowBatcher:
 
     def _launch(self, bucket: list, count: int) -> None:
         batch, bucket[:] = bucket[:count], bucket[count:]
+        for index in {pair[0] for pair in batch} & self.ended.keys():
+            if not any(pair[0] == index for pair in bucket):
+                del self.ended[index]  # nothing of it waits any more
         rows: dict[tuple[int, int], int] = {}  # (video, frame number) → row: each frame once
         pieces: list[list] = []  # [chunk, start, stop]: the rows, as runs of consecutive rows of a chunk
         first, second = [], []

@@ -142,8 +142,10 @@ class Pool:
                     if worker.ready and worker.holding is None and pending:
                         self._assign(worker, pending.pop())
                 by_connection = {w.results: w for w in self.workers.values() if not w.closed}
-                busy = self.batcher is not None and self.batcher.busy
-                ready = wait(list(by_connection), timeout=0.002 if busy else 0.05)
+                timeout = 0.05
+                if self.batcher is not None and (self.batcher.busy or self.batcher.ended):
+                    timeout = 0.002 if self.batcher.busy else 0.01  # a batch to hand out, or one to flush soon
+                ready = wait(list(by_connection), timeout=timeout)
                 for connection in ready:
                     worker = by_connection[connection]
                     try:
@@ -161,6 +163,7 @@ class Pool:
                         finished += 1
                         yield outcome
                 if self.batcher:
+                    self.batcher.flush_due()
                     self.batcher.deliver()
                 if not ready and self.batcher and time.monotonic() - last_message > 1.0:
                     self.batcher.flush_all()  # safety net; full batches and end_frames normally decide
