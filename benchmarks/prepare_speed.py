@@ -125,11 +125,12 @@ def digests(store: Path) -> dict[str, str]:
 
 
 class Descendants:
-    """CPU seconds of this process's descendants (the forkserver and its workers), sampled from /proc
-    while they run: a worker's last fraction of a second before it exits is missed."""
+    """CPU seconds of this process's grandchildren (the workers the forkserver starts), sampled from /proc
+    while they run: a worker's last fraction of a second before it exits is missed. `own` is the CPU time
+    of the sampling thread (of this process, not of prepare)."""
 
     def __init__(self, every: float = 0.2):
-        self.every, self.seen, self.stop = every, {}, threading.Event()
+        self.every, self.seen, self.stop, self.own = every, {}, threading.Event(), 0.0
         self.tick = os.sysconf("SC_CLK_TCK")
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,6 +148,7 @@ class Descendants:
     def _run(self):
         while not self.stop.wait(self.every):
             self._sample()
+            self.own = time.thread_time()
 
     def _sample(self):
         parents, times = {}, {}
@@ -169,6 +171,26 @@ class Descendants:
 
 
 PIPE_BYTES = {"sent": 0, "received": 0}
+BATCHES: list[int] = []  # pairs of each batch the stand-in kernel was given
+COPYING = [0.0]  # main-process CPU seconds in the bulk copies of frames and flow (shared memory ↔ own memory)
+
+
+def count_copying() -> None:
+    """Count in COPYING the CPU time of the main process's bulk copies (where the code has them as functions)."""
+    from mateffnet.prepare import batcher, pool
+
+    def timed(function):
+        def run(*args):
+            started = time.thread_time()
+            try:
+                return function(*args)
+            finally:
+                COPYING[0] += time.thread_time() - started
+        return run
+
+    for module, name in ((batcher, "_to_device"), (pool, "_gather")):
+        if hasattr(module, name):
+            setattr(module, name, timed(getattr(module, name)))
 
 
 def count_pipe_bytes() -> None:
@@ -196,6 +218,7 @@ def stand_in_kernel() -> None:
     results = {}  # shape → codes: the copy back of a GPU writes into cached pinned memory, not fresh pages
 
     def launch(runs, first, second, options, device):
+        BATCHES.append(len(first))
         height, width = runs[0].shape[1:3]
         rows = torch.tensor([first, second])
         rows = (rows.pin_memory() if device.startswith("cuda") else rows).to(device, non_blocking=True)
@@ -225,6 +248,8 @@ def overhead(videos_dir: Path, store: Path, workers: int, device: str, cores: in
     items = folders(videos_dir).items()
     prepare_videos(items[:1], store.with_name(store.name + "_warmup"), options, progress=False)  # the forkserver
     PIPE_BYTES.update(sent=0, received=0)
+    BATCHES.clear()
+    COPYING[0] = 0.0
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with Descendants() as descendants:
@@ -234,11 +259,13 @@ def overhead(videos_dir: Path, store: Path, workers: int, device: str, cores: in
     if report.failed or not report.flow_pairs:
         raise SystemExit(f"prepare failed: {report.summary()}")
     pairs = report.flow_pairs
-    main_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / pairs
+    main_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - descendants.own) / pairs
     worker_cpu = descendants.seconds() / pairs
     piped = (PIPE_BYTES["sent"] + PIPE_BYTES["received"]) / pairs
-    return (f"| {workers} | {pairs} | {pairs / seconds:.0f} | {1e3 * main_cpu:.3f} | {1e3 * worker_cpu:.2f} | "
-            f"{piped / 1e3:.1f} | {1 / main_cpu:.0f} | {(cores - 1) / worker_cpu:.0f} |")
+    full = sum(size == options.flow_batch for size in BATCHES)
+    return (f"| {workers} | {pairs} | {len(BATCHES)} ({full} full) | {pairs / seconds:.0f} | {1e3 * main_cpu:.3f} | "
+            f"{1e3 * COPYING[0] / pairs:.3f} | "
+            f"{1e3 * worker_cpu:.2f} | {piped:.0f} | {1 / main_cpu:.0f} | {(cores - 1) / worker_cpu:.0f} |")
 
 
 def main() -> int:
@@ -261,11 +288,12 @@ def main() -> int:
     if args.kernel == "none":
         stand_in_kernel()
         count_pipe_bytes()
+        count_copying()
         print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; flow kernel replaced "
               f"by a stand-in on {args.device}; this machine has {os.cpu_count()} CPU cores")
-        print(f"\n| workers | pairs | pairs/s | main CPU ms/pair | workers CPU ms/pair | pipe kB/pair | "
+        print(f"\n| workers | pairs | batches | pairs/s | main CPU ms/pair | of it copying | workers CPU ms/pair | pipe bytes/pair | "
               f"main-process ceiling pairs/s | workers' ceiling on {args.cores} cores pairs/s |\n"
-              "|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for workers in args.workers or [max(1, (os.cpu_count() or 2) - 1)]:
             print(overhead(work / "videos", work / f"store_none_{workers}_{time.time_ns()}", workers, args.device,
                            args.cores), flush=True)

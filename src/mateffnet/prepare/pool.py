@@ -133,7 +133,7 @@ class Pool:
     def results(self):
         pending = list(range(len(self.todo)))[::-1]
         finished = 0
-        last_message = time.monotonic()
+        last_message = next_reap = time.monotonic()
         try:
             for _ in range(self.size):
                 self._start_worker()
@@ -145,9 +145,12 @@ class Pool:
                 timeout = 0.05
                 if self.batcher is not None and (self.batcher.busy or self.batcher.ended):
                     timeout = 0.002 if self.batcher.busy else 0.01  # a batch to hand out, or one to flush soon
-                ready = wait(list(by_connection), timeout=timeout)
+                exits = {w.process.sentinel: w for w in self.workers.values()}  # ready once the process has ended
+                ready = wait(list(by_connection) + list(exits), timeout=timeout)
                 for connection in ready:
-                    worker = by_connection[connection]
+                    worker = by_connection.get(connection)
+                    if worker is None:
+                        continue  # an exit: reaped below
                     try:
                         message = connection.recv()
                     except (EOFError, OSError):
@@ -167,9 +170,13 @@ class Pool:
                     self.batcher.deliver()
                 if not ready and self.batcher and time.monotonic() - last_message > 1.0:
                     self.batcher.flush_all()  # safety net; full batches and end_frames normally decide
-                for outcome in self._reap_dead():
-                    finished += 1
-                    yield outcome
+                # checking every worker's exit status costs a system call each: only when one has ended
+                if any(r in exits for r in ready) or any(w.closed for w in self.workers.values()) \
+                        or time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + 0.5
+                    for outcome in self._reap_dead():
+                        finished += 1
+                        yield outcome
         finally:
             self._stop()
 
