@@ -14,13 +14,13 @@ import multiprocessing
 from collections import deque
 import os
 import shutil
-import sys
 import tempfile
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from mateffnet.errors import MateffnetError
@@ -31,6 +31,7 @@ from mateffnet.prepare.batcher import FlowBatcher
 from mateffnet.prepare.messages import Done, Flows, FlowsTaken, Frames, FramesEnd, FramesTaken, Placed, Ready, Video
 from mateffnet.prepare.options import CPU_ONLY_FLOW_METHODS, PrepareOptions
 from mateffnet.prepare.pack import failure, pack_video
+from mateffnet.prepare.processes import worker_context
 from mateffnet.prepare.shared import SharedRegion, remove_stale_regions
 from mateffnet.prepare.worker import worker_main
 from mateffnet.runtime import cores_per_process
@@ -119,12 +120,7 @@ class Pool:
     def __init__(self, todo, store, options, device, workers, across):
         self.todo, self.store, self.options, self.device, self.across = list(todo), str(store), options, device, across
         self.size = min(workers, len(self.todo)) or 1
-        self.context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-        if hasattr(self.context, "set_forkserver_preload"):
-            # Workers fork from a server that has these imported already (torch: seconds each).
-            # The third-party ones are listed too: Python 3.11's server ignores sys.path changes,
-            # so mateffnet itself only preloads when it is installed.
-            self.context.set_forkserver_preload(["numpy", "torch", "torchvision", "av", "mateffnet.prepare.worker"])
+        self.context = worker_context()
         self.workers: dict[int, WorkerProcess] = {}
         self.next_id = 0
         self.startup_failures = 0
@@ -137,6 +133,8 @@ class Pool:
         try:
             for _ in range(self.size):
                 self._start_worker()
+            if self.batcher is not None and self.device.startswith("cuda"):
+                torch.zeros((), device=self.device)  # the CUDA context, while the workers start
             while finished < len(self.todo):
                 for worker in list(self.workers.values()):
                     if worker.ready and worker.holding is None and pending:
