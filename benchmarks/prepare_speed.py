@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import multiprocessing.connection
 import os
 import resource
@@ -42,33 +43,41 @@ import torch
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> list[Path]:
+def make_videos(folder: Path, count: int, seconds: int) -> list[Path]:
+    """`count` videos of `seconds` s in `folder` (those not there yet), made side by side on every core."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"clip_{index:03d}.mp4" for index in range(count)]
+    todo = [(path, index, seconds) for index, path in enumerate(paths) if not path.exists()]
+    if todo:  # forked before this process has used CUDA or torch's thread pool
+        with multiprocessing.get_context("fork").Pool(min(len(todo), os.cpu_count() or 1)) as pool:
+            pool.starmap(make_video, todo)
+    return paths
+
+
+def make_video(path: Path, index: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> None:
+    """A moving texture (H.264), written under a temporary name and renamed."""
     import av
 
     from mateffnet.io.decode import open_container
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / f"clip_{index:03d}.mp4"
-        paths.append(path)
-        if path.exists():
-            continue
-        rng = np.random.default_rng(index)
-        texture = torch.from_numpy(rng.integers(0, 256, (3, height * 2, width * 2), dtype=np.uint8)).float()[None]
-        texture = torch.nn.functional.avg_pool2d(texture, 7, 1, 3)[0].permute(1, 2, 0).byte().numpy()
-        vx, vy = rng.uniform(-4, 4, 2)
-        with open_container(path, "w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for t in range(seconds * fps):
-                y, x = int(height / 2 + vy * t) % height, int(width / 2 + vx * t) % width
-                frame = np.ascontiguousarray(texture[y:y + height, x:x + width])
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(index)
+    texture = torch.from_numpy(rng.integers(0, 256, (3, height * 2, width * 2), dtype=np.uint8)).float()[None]
+    texture = torch.nn.functional.avg_pool2d(texture, 7, 1, 3)[0].permute(1, 2, 0).byte().numpy()
+    vx, vy = rng.uniform(-4, 4, 2)
+    partial = path.with_name(path.stem + ".part.mp4")
+    with open_container(partial, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1
+        for t in range(seconds * fps):
+            y, x = int(height / 2 + vy * t) % height, int(width / 2 + vx * t) % width
+            frame = np.ascontiguousarray(texture[y:y + height, x:x + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-    return paths
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
 
 
 def kernel_rate(videos: list[Path], device: str, batch: int = 128) -> float:
