@@ -11,15 +11,19 @@ and whether the sharded stores hold exactly the single run's files. The first ro
 alone on the same pairs (no decoding, no JPEG, no files): the ceiling. Before the timed runs, a prepare
 of 2 videos compiles the Triton flow kernels for every batch shape (once per machine; `--no-warmup`).
 
-    python benchmarks/prepare_speed.py --kernel none --videos 8 --seconds 4 --workers 2   # any machine, no GPU
+    python benchmarks/prepare_speed.py --kernel none --videos 6 --workers 1 2   # any machine, no GPU needed
 
 `--kernel none` measures what prepare costs besides its flow kernel: prepare runs in this Python process
-with flow batched across videos, the kernel replaced by a stand-in (flow codes of the right shape and
-dtype on the same device, no computation), and the table gives pairs/s, the main process's CPU time per
-pair (all its threads), the workers' CPU time per pair (decode, RGB JPEG, flow encoding, writing), bytes
-through pipes per pair (counted in the main process, both ways) and the ceilings those imply on a host
-of `--cores` cores: the main process can launch at most 1 / (main CPU per pair) pairs/s, the workers
-can feed at most (cores - 1) / (workers' CPU per pair).
+(after a warm-up run that starts the workers' server) with flow batched across videos, and the device's
+work (gathering the pairs, flow, quantisation, the copy back) replaced by a stand-in that returns flow
+codes of the right shape and dtype; the host's work around it stays (receiving frames, uploading them,
+handing the flow to the workers). The table gives the batches the kernel was given, pairs/s, the main
+process's CPU time per pair (all its threads) and the part of it in bulk copies, the workers' CPU time
+per pair (decode, RGB JPEG, flow encoding, writing), bytes through pipes per pair (counted in the main
+process, both ways), and the ceilings those imply on a host of `--cores` cores: the main process can
+handle at most 1 / (main CPU per pair) pairs/s besides launching the kernel, the workers can feed at
+most (cores - 1) / (workers' CPU per pair). Run with PYTHONPATH at another checkout's src to measure
+that code (the stand-in knows the code before shared memory too).
 """
 
 from __future__ import annotations

@@ -88,18 +88,20 @@ class _Link:
     def receive(self, block: bool = True):
         """The next message, `FramesTaken` ones handled here."""
         while True:
+            message = self._next(block)
+            if not isinstance(message, FramesTaken):
+                return message
+            self.region.give_back("frames", message.offset)
+
+    def _next(self, block: bool):
+        while True:
             try:
-                message = self.inbox.get(timeout=5.0) if block else self.inbox.get_nowait()
+                return self.inbox.get(timeout=5.0) if block else self.inbox.get_nowait()
             except queue.Empty:
                 if not block:
                     raise
                 if os.getppid() != self.parent:
                     os._exit(0)
-                continue
-            if isinstance(message, FramesTaken):
-                self.region.give_back("frames", message.offset)
-                continue
-            return message
 
     def send_frames(self, index: int, first: int, chunk: np.ndarray, handle) -> None:
         """The chunk to the main process: through shared memory, waiting for room while some of it is out
@@ -113,7 +115,11 @@ class _Link:
                 return
             if not self.region.busy("frames"):
                 break
-            handle(self.receive())
+            message = self._next(block=True)
+            if isinstance(message, FramesTaken):
+                self.region.give_back("frames", message.offset)
+            else:
+                handle(message)
         self.send(Frames(self.worker_id, index, first, chunk))
 
     def use_flows(self, message, use) -> None:
