@@ -83,3 +83,19 @@ def test_frames_and_flow_through_shared_memory_give_the_files_of_the_pipes_and_o
         assert report.done == 3, report.failures
         assert _blobs(tmp_path / name, items) == expected, name
     assert set(shared.shared_folder().glob(f"{shared.PREFIX}*")) == before
+
+
+def test_shared_files_of_a_main_process_that_is_gone_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(shared, "shared_folder", lambda: tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{shared.PREFIX}{int(gone.stdout)}-0"
+    live = tmp_path / f"{shared.PREFIX}{os.getppid()}-3"
+    other = tmp_path / "unrelated-file"
+    for path in (dead, live, other):
+        path.write_bytes(b"x")
+    assert shared.remove_stale_regions() == [dead]
+    assert not dead.exists() and live.exists() and other.exists()

@@ -94,9 +94,12 @@ class SharedRegion:
         """A new region for a worker of this process, or None where shared memory is not to be had."""
         if not AVAILABLE:
             return None
-        path = shared_folder() / f"{PREFIX}{os.getpid()}-{next(_serial)}"
+        folder = shared_folder()
         try:
-            return cls(path, AREA_BYTES, create=True)
+            stats = os.statvfs(folder)
+            if stats.f_bavail * stats.f_frsize < sum(AREA_BYTES.values()):
+                return None  # a small /dev/shm (a container's 64 MB): the pipes
+            return cls(folder / f"{PREFIX}{os.getpid()}-{next(_serial)}", AREA_BYTES, create=True)
         except OSError:
             return None
 
