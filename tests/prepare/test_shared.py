@@ -5,8 +5,9 @@ import pytest
 
 from mateffnet.io.annotations import video_list
 from mateffnet.io.store import PackedVideo, store_path
-from mateffnet.prepare import shared
+from mateffnet.prepare import pool, shared
 from mateffnet.prepare.job import PrepareOptions, prepare_videos
+from mateffnet.prepare.messages import Flows, Frames, Placed
 from mateffnet.prepare.shared import Ring, SharedRegion
 
 
@@ -69,19 +70,48 @@ def test_frames_and_flow_through_shared_memory_give_the_files_of_the_pipes_and_o
     expected = _blobs(tmp_path / "in_process", items)
     before = set(shared.shared_folder().glob(f"{shared.PREFIX}*"))
 
+    travelled = []  # per Frames / Flows message: "shared" or "pipe"
+    handle, send_waiting = pool.Pool._handle, pool.Pool._send_waiting
+
+    def handle_counted(self, worker, message):
+        if isinstance(message, Frames):
+            travelled.append(("frames", "shared" if isinstance(message.frames, Placed) else "pipe"))
+        return handle(self, worker, message)
+
+    def send_waiting_counted(self, worker):
+        put = worker.inbox.put
+
+        def put_counted(message):
+            if isinstance(message, Flows):
+                travelled.append(("flows", "shared" if isinstance(message.quantized, Placed) else "pipe"))
+            put(message)
+
+        worker.inbox.put = put_counted
+        try:
+            send_waiting(self, worker)
+        finally:
+            worker.inbox.put = put
+
+    monkeypatch.setattr(pool.Pool, "_handle", handle_counted)
+    monkeypatch.setattr(pool.Pool, "_send_waiting", send_waiting_counted)
     chunk_bytes = 7 * 64 * 85 * 3  # 7 frames of Archery at short side 64 (85x64)
-    with monkeypatch.context() as patch:
-        patch.setattr(shared.SharedRegion, "create", classmethod(lambda cls: None))
-        report = prepare_videos(items, tmp_path / "pipes", PrepareOptions(workers=2, batch_across_videos=True, **base),
-                                progress=False)
-        assert report.done == 3 and _blobs(tmp_path / "pipes", items) == expected
-    for name, area_bytes in (("roomy", dict(shared.AREA_BYTES)), ("tight", {"frames": chunk_bytes + 1, "flows": 20000})):
+    runs = {"pipes": (None, {("frames", "pipe"), ("flows", "pipe")}),
+            "roomy": (dict(shared.AREA_BYTES), {("frames", "shared"), ("flows", "shared")}),
+            # one chunk of 85x64 frames at a time, the 115x64 ones through the pipe; flow: up to 3 fields at a time
+            "tight": ({"frames": chunk_bytes + 1, "flows": 40000},
+                      {("frames", "shared"), ("frames", "pipe"), ("flows", "shared"), ("flows", "pipe")})}
+    for name, (area_bytes, ways) in runs.items():
+        travelled.clear()
         with monkeypatch.context() as patch:
-            patch.setattr(shared, "AREA_BYTES", area_bytes)
+            if area_bytes is None:
+                patch.setattr(shared.SharedRegion, "create", classmethod(lambda cls: None))
+            else:
+                patch.setattr(shared, "AREA_BYTES", area_bytes)
             report = prepare_videos(items, tmp_path / name, PrepareOptions(workers=2, batch_across_videos=True, **base),
                                     progress=False)
         assert report.done == 3, report.failures
         assert _blobs(tmp_path / name, items) == expected, name
+        assert set(travelled) == ways, name
     assert set(shared.shared_folder().glob(f"{shared.PREFIX}*")) == before
 
 
