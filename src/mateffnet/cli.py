@@ -113,6 +113,10 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> int:
+    if args.workers != 0:
+        from mateffnet.prepare.processes import start_worker_server
+
+        start_worker_server()  # the workers' server imports torch beside this process's imports below
     from mateffnet.commands import prepare
 
     return prepare.run(

@@ -230,10 +230,13 @@ def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_tempo
     run = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(tmp_path / "src"), "--out", str(store), *F,
                             "--workers", "1", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+    def video_temporaries():  # not the main process's own (the store's settings, written and renamed at once)
+        return [p for p in _temporaries(store) if p.name.startswith(".long.mfv.") and p.name.endswith(".tmp")]
+
     deadline = time.monotonic() + 60
-    while not _temporaries(store) and time.monotonic() < deadline:
+    while not video_temporaries() and time.monotonic() < deadline:
         time.sleep(0.1)
-    (temporary,) = [p for p in _temporaries(store) if p.name.endswith(".tmp")]  # a worker is writing the video
+    (temporary,) = video_temporaries()  # a worker is writing the video
     worker_pid = int(temporary.name.split(".")[-3])
     assert worker_pid != run.pid and _alive(worker_pid)
     run.send_signal(signal.SIGKILL)
