@@ -47,12 +47,16 @@ import torch
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def make_videos(folder: Path, count: int, seconds: int) -> list[Path]:
+def make_videos(folder: Path, count: int, seconds: int, fps: int = 25) -> list[Path]:
     """`count` videos of `seconds` s in `folder` (those not there yet), made side by side on every core."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"clip_{index:03d}.mp4" for index in range(count)]
-    todo = [(path, index, seconds) for index, path in enumerate(paths) if not path.exists()]
-    if todo:  # forked before this process has used CUDA or torch's thread pool
+    todo = [(path, index, seconds, fps) for index, path in enumerate(paths) if not path.exists()]
+    if len(todo) == 1:  # in this process: a caller that already uses CUDA or torch's threads must not fork
+        threads = torch.get_num_threads()
+        make_video(*todo[0])
+        torch.set_num_threads(threads)
+    elif todo:  # forked before this process has used CUDA or torch's thread pool
         with multiprocessing.get_context("fork").Pool(min(len(todo), os.cpu_count() or 1)) as pool:
             pool.starmap(make_video, todo)
     return paths
