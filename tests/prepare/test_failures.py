@@ -209,6 +209,16 @@ def _slow(*args, **kwargs):
 cv2.calcOpticalFlowFarneback = _slow
 """
 
+FLOW_WAITING_FOR = """
+import os, time, cv2
+_flow = cv2.calcOpticalFlowFarneback
+def _waiting(*args, **kwargs):
+    while not os.path.exists({go!r}):
+        time.sleep(0.05)
+    return _flow(*args, **kwargs)
+cv2.calcOpticalFlowFarneback = _waiting
+"""
+
 
 def _alive(pid: int) -> bool:
     from mateffnet.fileio import process_alive
@@ -339,9 +349,10 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
     videos = tmp_path / "src"
     for i in range(3):
         video_writer(videos / f"c/v{i}.mp4", square_frames(n=40), codec="mpeg4")
-    slow = tmp_path / "slow"
+    slow, go = tmp_path / "slow", tmp_path / "go"
     slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_FLOW.replace("0.05", "0.1"))  # the first run takes ~12 s
+    # the first run's flow waits until the second run has ended, however long that takes to start on a busy machine
+    (slow / "sitecustomize.py").write_text(FLOW_WAITING_FOR.format(go=str(go)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
     store = tmp_path / "store"
     first = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(videos), "--out", str(store), *F,
@@ -352,6 +363,7 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
         time.sleep(0.05)
     assert _temporaries(store), "the first run never started writing"
     second = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
+    go.touch()
     out, err = first.communicate(timeout=120)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"is in use by another mateffnet prepare (PID {first.pid})" in second.stderr
