@@ -10,13 +10,31 @@ store, and prints pairs/s (wall clock, and inside prepare: without starting Pyth
 and whether the sharded stores hold exactly the single run's files. The first row is the flow kernel
 alone on the same pairs (no decoding, no JPEG, no files): the ceiling. Before the timed runs, a prepare
 of 2 videos compiles the Triton flow kernels for every batch shape (once per machine; `--no-warmup`).
+
+    python benchmarks/prepare_speed.py --kernel none --videos 6 --workers 1 2   # any machine, no GPU needed
+
+`--kernel none` measures what prepare costs besides its flow kernel: prepare runs in this Python process
+(after a warm-up run that starts the workers' server) with flow batched across videos, and the device's
+work (gathering the pairs, flow, quantisation, the copy back) replaced by a stand-in that returns flow
+codes of the right shape and dtype; the host's work around it stays (receiving frames, uploading them,
+handing the flow to the workers). The table gives the batches the kernel was given, pairs/s, the main
+process's CPU time per pair (all its threads) and the part of it in bulk copies, the workers' CPU time
+per pair (decode, RGB JPEG, flow encoding, writing), bytes through pipes per pair (counted in the main
+process, both ways), and the ceilings those imply on a host of `--cores` cores: the main process can
+handle at most 1 / (main CPU per pair) pairs/s besides launching the kernel, the workers can feed at
+most (cores - 1) / (workers' CPU per pair). Run with PYTHONPATH at another checkout's src to measure
+that code (the stand-in knows the code before shared memory too).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
+import multiprocessing.connection
 import os
+import resource
+import threading
 import subprocess
 import sys
 import tempfile
@@ -29,31 +47,45 @@ import torch
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def make_videos(folder: Path, count: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> list[Path]:
+def make_videos(folder: Path, count: int, seconds: int, fps: int = 25) -> list[Path]:
+    """`count` videos of `seconds` s in `folder` (those not there yet), made side by side on every core."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"clip_{index:03d}.mp4" for index in range(count)]
+    todo = [(path, index, seconds, fps) for index, path in enumerate(paths) if not path.exists()]
+    if len(todo) == 1:  # in this process: a caller that already uses CUDA or torch's threads must not fork
+        threads = torch.get_num_threads()
+        make_video(*todo[0])
+        torch.set_num_threads(threads)
+    elif todo:  # forked before this process has used CUDA or torch's thread pool
+        with multiprocessing.get_context("fork").Pool(min(len(todo), os.cpu_count() or 1)) as pool:
+            pool.starmap(make_video, todo)
+    return paths
+
+
+def make_video(path: Path, index: int, seconds: int, fps: int = 25, width: int = 340, height: int = 256) -> None:
+    """A moving texture (H.264), written under a temporary name and renamed."""
     import av
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / f"clip_{index:03d}.mp4"
-        paths.append(path)
-        if path.exists():
-            continue
-        rng = np.random.default_rng(index)
-        texture = torch.from_numpy(rng.integers(0, 256, (3, height * 2, width * 2), dtype=np.uint8)).float()[None]
-        texture = torch.nn.functional.avg_pool2d(texture, 7, 1, 3)[0].permute(1, 2, 0).byte().numpy()
-        vx, vy = rng.uniform(-4, 4, 2)
-        with open_container(path, "w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for t in range(seconds * fps):
-                y, x = int(height / 2 + vy * t) % height, int(width / 2 + vx * t) % width
-                frame = np.ascontiguousarray(texture[y:y + height, x:x + width])
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    from mateffnet.io.decode import open_container
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(index)
+    texture = torch.from_numpy(rng.integers(0, 256, (3, height * 2, width * 2), dtype=np.uint8)).float()[None]
+    texture = torch.nn.functional.avg_pool2d(texture, 7, 1, 3)[0].permute(1, 2, 0).byte().numpy()
+    vx, vy = rng.uniform(-4, 4, 2)
+    partial = path.with_name(path.stem + ".part.mp4")
+    with open_container(partial, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1
+        for t in range(seconds * fps):
+            y, x = int(height / 2 + vy * t) % height, int(width / 2 + vx * t) % width
+            frame = np.ascontiguousarray(texture[y:y + height, x:x + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-    return paths
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
 
 
 def kernel_rate(videos: list[Path], device: str, batch: int = 128) -> float:
@@ -109,6 +141,152 @@ def digests(store: Path) -> dict[str, str]:
     return out
 
 
+class Descendants:
+    """CPU seconds of this process's grandchildren (the workers the forkserver starts), sampled from /proc
+    while they run: a worker's last fraction of a second before it exits is missed. `own` is the CPU time
+    of the sampling thread (of this process, not of prepare)."""
+
+    def __init__(self, every: float = 0.2):
+        self.every, self.seen, self.stop, self.own = every, {}, threading.Event(), 0.0
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _run(self):
+        while not self.stop.wait(self.every):
+            self._sample()
+            self.own = time.thread_time()
+
+    def _sample(self):
+        parents, times = {}, {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.tick
+        me = os.getpid()
+        for pid, cpu in times.items():
+            ancestor = parents.get(pid)
+            while ancestor not in (None, 0, 1, me):
+                ancestor = parents.get(ancestor)
+            if ancestor == me and parents[pid] != me:  # the workers, not the forkserver that starts them
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+
+
+PIPE_BYTES = {"sent": 0, "received": 0}
+BATCHES: list[int] = []  # pairs of each batch the stand-in kernel was given
+COPYING = [0.0]  # main-process CPU seconds in the bulk copies of frames and flow (shared memory ↔ own memory)
+COPIES_TIMED: list[str] = []  # the functions timed (none in the code before shared memory)
+
+
+def count_copying() -> None:
+    """Count in COPYING the CPU time of the main process's bulk copies (where the code has them as functions)."""
+    from mateffnet.prepare import batcher, pool
+
+    def timed(function):
+        def run(*args):
+            started = time.thread_time()
+            try:
+                return function(*args)
+            finally:
+                COPYING[0] += time.thread_time() - started
+        return run
+
+    for module, name in ((batcher, "_to_device"), (pool, "_gather")):
+        if hasattr(module, name):
+            setattr(module, name, timed(getattr(module, name)))
+            COPIES_TIMED.append(name)
+
+
+def count_pipe_bytes() -> None:
+    """Count in PIPE_BYTES the bytes this process's multiprocessing connections send and receive (queues included)."""
+    connection = multiprocessing.connection.Connection
+    send, receive = connection._send_bytes, connection._recv_bytes
+
+    def counted_send(self, buf):
+        PIPE_BYTES["sent"] += len(memoryview(buf).cast("B"))
+        return send(self, buf)
+
+    def counted_receive(self, maxsize=None):
+        data = receive(self, maxsize)
+        PIPE_BYTES["received"] += data.getbuffer().nbytes
+        return data
+
+    connection._send_bytes, connection._recv_bytes = counted_send, counted_receive
+
+
+def stand_in_kernel() -> None:
+    """Replace the device's work in prepare (gathering the pairs, flow, quantisation, the copy back) by flow
+    codes of the right shape and dtype; the host's work around it stays."""
+    from mateffnet.prepare import batcher, pack
+
+    results = {}  # shape → codes: the copy back of a GPU writes into cached pinned memory, not fresh pages
+
+    def launch(runs, first, second, options, device):
+        BATCHES.append(len(first))
+        height, width = runs[0].shape[1:3]
+        rows = torch.tensor([first, second])
+        rows = (rows.pin_memory() if device.startswith("cuda") else rows).to(device, non_blocking=True)
+        shape = (len(first), 2, height, width)
+        if shape not in results:
+            results[shape] = torch.full(shape, 128, dtype=torch.uint8)
+        return results[shape], None
+
+    def launch_before(frames, first, second, options, device):  # the code before launch_flow_codes, as it was
+        on_cuda = device.startswith("cuda")
+        unique = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
+        np.stack(frames, out=unique.numpy())
+        return launch([unique.to(device, non_blocking=True)], first, second, options, device)
+
+    if hasattr(pack, "launch_flow_codes"):
+        pack.launch_flow_codes = launch
+    else:  # the code before shared memory (run this script with PYTHONPATH at an older checkout's src)
+        batcher.launch_quantized_flow = launch_before
+
+
+def overhead(videos_dir: Path, store: Path, workers: int, device: str, cores: int) -> str:
+    """One table row: prepare in this process with the stand-in kernel (see the module docstring)."""
+    from mateffnet.io.annotations import folders
+    from mateffnet.prepare.job import PrepareOptions, prepare_videos
+
+    options = PrepareOptions(size=256, device=device, workers=workers, batch_across_videos=True)
+    items = folders(videos_dir).items()
+    prepare_videos(items[:1], store.with_name(store.name + "_warmup"), options, progress=False)  # the forkserver
+    PIPE_BYTES.update(sent=0, received=0)
+    BATCHES.clear()
+    COPYING[0] = 0.0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    with Descendants() as descendants:
+        report = prepare_videos(items, store, options, progress=False)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if report.failed or not report.flow_pairs:
+        raise SystemExit(f"prepare failed: {report.summary()}")
+    pairs = report.flow_pairs
+    main_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime - descendants.own) / pairs
+    worker_cpu = descendants.seconds() / pairs
+    piped = (PIPE_BYTES["sent"] + PIPE_BYTES["received"]) / pairs
+    full = sum(size == options.flow_batch for size in BATCHES)
+    return (f"| {workers} | {pairs} | {len(BATCHES)} ({full} full) | {pairs / seconds:.0f} | {1e3 * main_cpu:.3f} | "
+            f"{f'{1e3 * COPYING[0] / pairs:.3f}' if COPIES_TIMED else 'not timed'} | "
+            f"{1e3 * worker_cpu:.2f} | {piped:.0f} | {1 / main_cpu:.0f} | {(cores - 1) / worker_cpu:.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=48)
@@ -116,12 +294,29 @@ def main() -> int:
     parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--kernel", choices=["tvl1", "none"], default="tvl1",
+                        help="none: prepare's cost without its flow kernel (see above)")
+    parser.add_argument("--workers", type=int, nargs="+", default=None, help="--kernel none: worker counts to run")
+    parser.add_argument("--cores", type=int, default=16, help="--kernel none: the host the ceilings are for")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="time the first prepare on this machine too (its kernel compilation included)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="mateffnet-prepare-bench-"))
     videos = make_videos(work / "videos", args.videos, args.seconds)
     pairs = args.videos * (args.seconds * 25 - 1)
+    if args.kernel == "none":
+        stand_in_kernel()
+        count_pipe_bytes()
+        count_copying()
+        print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; flow kernel replaced "
+              f"by a stand-in on {args.device}; this machine has {os.cpu_count()} CPU cores")
+        print(f"\n| workers | pairs | batches | pairs/s | main CPU ms/pair | of it copying | workers CPU ms/pair | pipe bytes/pair | "
+              f"main-process ceiling pairs/s | workers' ceiling on {args.cores} cores pairs/s |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for workers in args.workers or [max(1, (os.cpu_count() or 2) - 1)]:
+            print(overhead(work / "videos", work / f"store_none_{workers}_{time.time_ns()}", workers, args.device,
+                           args.cores), flush=True)
+        return 0
     print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; device {args.device}; "
           f"{os.cpu_count()} CPU cores" + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("\n| what | processes | seconds | pairs/s | seconds inside prepare | pairs/s inside prepare | "

@@ -15,8 +15,8 @@ import pytest
 FAST = ["--size", "32", "--flow-method", "farneback", "--device", "cpu", "--workers", "1", "--no-progress"]
 
 
-def mateffnet(*args, cwd=None, check_status=None):
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+def mateffnet(*args, cwd=None, check_status=None, tmpdir=None):
+    env = {**os.environ, "PYTHONWARNINGS": "default", **({"TMPDIR": str(tmpdir)} if tmpdir else {})}
     done = subprocess.run([sys.executable, "-m", "mateffnet", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
     assert "Traceback" not in done.stderr, done.stderr
@@ -178,15 +178,16 @@ def test_evaluate_on_a_damaged_packed_file_names_it_and_reports_no_number(world,
         for offset, length in PackedVideo(path)._index.tolist():
             data[offset + length // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    tmp_before = set(os.listdir("/tmp"))
+    scratch = tmp_path / "tmp"  # its own temporary folder: tests running beside it leave theirs in /tmp
+    scratch.mkdir()
     done = mateffnet("evaluate", "--model", world / "model", "--data", store, "--videos", world / "src", "--out",
                      tmp_path / "eval", "--device", "cpu", "--workers", "1", "--segments", "2", "--crops", "1",
-                     "--no-progress", check_status=2)
+                     "--no-progress", check_status=2, tmpdir=scratch)
     line = error_line(done)
     assert f"{path}: bad packed video file" in line and "(video c1/b)" in line and "--verify" in line
     assert "Corrupt JPEG" not in done.stderr and "top-1" not in done.stdout
     assert not (tmp_path / "eval/metrics.json").exists()
-    assert not {name for name in set(os.listdir("/tmp")) - tmp_before if name.startswith("pymp-")}
+    assert not list(scratch.glob("pymp-*"))  # the loader's workers were shut down, their folders removed
 
 
 # ------------------------------------------------------------------------------ 7. config values

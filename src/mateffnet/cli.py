@@ -113,6 +113,10 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> int:
+    if args.workers != 0:
+        from mateffnet.prepare.processes import start_worker_server
+
+        start_worker_server()  # the workers' server imports torch beside this process's imports below
     from mateffnet.commands import prepare
 
     return prepare.run(
@@ -470,7 +474,8 @@ def _add_watch(sub) -> None:
     parser.add_argument("--segments", type=int, default=8, metavar="T", help="test segments per window (default 8)")
     parser.add_argument("--topk", type=int, default=3, help="classes per stream in --json lines (default 3)")
     parser.add_argument("--realtime", action="store_true", help="play a file at its real rate (needed for files)")
-    parser.add_argument("--reconnect", type=int, default=0, metavar="N", help="reopen a broken network source N times")
+    parser.add_argument("--reconnect", type=int, default=0, metavar="N",
+                        help="reopen a network source that ends or breaks, up to N times")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                         help="a network source that sends nothing this long has ended (default 10)")
     parser.add_argument("--fps", type=float, help="frame rate of a source that declares none")

@@ -1,7 +1,9 @@
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -32,19 +34,34 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture
-def http_stream(long_synthetic_video):
+def serve(long_synthetic_video):
+    """serve(port, seconds) → FFmpeg serving the first `seconds` of the long video over HTTP on 127.0.0.1:port at its
+    real rate (-re), to one client, once listening; every server started is killed at the end."""
+    servers = []
+
+    def start(port: int, seconds: float = 10) -> subprocess.Popen:
+        server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(long_synthetic_video),
+                                   "-t", str(seconds), "-c", "copy", "-f", "mpegts", "-flush_packets", "1", "-listen", "1",
+                                   f"http://127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(server)
+        deadline = time.monotonic() + 30
+        while not listening(port):
+            assert server.poll() is None and time.monotonic() < deadline, "ffmpeg did not start serving"
+            time.sleep(0.1)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def http_stream(serve):
     """FFmpeg serving the first 10 s of the long video over HTTP on loopback, at its real rate (-re), once."""
     port = free_port()
-    server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(long_synthetic_video),
-                               "-t", "10", "-c", "copy", "-f", "mpegts", "-listen", "1", f"http://127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not listening(port):
-        assert server.poll() is None and time.monotonic() < deadline, "ffmpeg did not start serving"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.kill()
-    server.wait()
+    serve(port)
+    return f"http://127.0.0.1:{port}"
 
 
 def truth(second: float) -> str:
@@ -100,3 +117,70 @@ def test_a_file_without_realtime_is_refused_with_one_line(synthetic_model, long_
     assert main(["watch", str(long_synthetic_video), "--model", str(synthetic_model)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--realtime" in error[0]
+
+
+def watch_http(port: int, model, *extra: str) -> int:
+    with one_thread():
+        return main(["watch", f"http://127.0.0.1:{port}", "--model", str(model), "--window", "2", "--every", "1",
+                     "--segments", "4", "--json", *extra])
+
+
+def once_connected(port: int, seconds: float, action) -> None:
+    """In a thread: `action()` `seconds` after a client connected to the server on `port` (it stops listening)."""
+    def wait_and_act():
+        deadline = time.monotonic() + 60
+        while listening(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(seconds)
+        action()
+
+    threading.Thread(target=wait_and_act, daemon=True).start()
+
+
+@needs_ffmpeg
+def test_a_stream_that_stalls_midway_gives_one_clear_line_and_a_failing_status_after_its_predictions(
+        synthetic_model, serve, capsys):
+    port = free_port()
+    server = serve(port, seconds=20)
+    once_connected(port, 8.0, lambda: server.send_signal(signal.SIGSTOP))  # it hangs 8 s in, the connection open
+    status = watch_http(port, synthetic_model, "--timeout", "4")
+    captured = capsys.readouterr()
+    assert status == 1
+    predictions = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(predictions) >= 2 and predictions[-1]["time"] < 10.0, captured.err  # what came before the stall was printed
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "no data within the read timeout" in errors[0]
+
+
+@needs_ffmpeg
+def test_with_reconnect_a_killed_server_that_comes_back_is_watched_on_with_the_times_going_on(
+        synthetic_model, serve, capsys):
+    port = free_port()
+    first = serve(port, seconds=10)
+
+    def replace_server():  # once watch is connected the port is free: a second server waits there, then the first dies
+        serve(port, seconds=4)
+        time.sleep(3.0)
+        first.kill()
+
+    once_connected(port, 0.0, replace_server)
+    status = watch_http(port, synthetic_model, "--timeout", "5", "--reconnect", "1")
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert any("reconnecting (1/1)" in line for line in captured.err.splitlines())
+    times = [json.loads(line)["time"] for line in captured.out.splitlines()]
+    assert times == sorted(times) and times[-1] > 6.0  # the second stream's times follow the first's
+
+
+@needs_ffmpeg
+def test_with_reconnect_a_server_that_does_not_come_back_gives_one_clear_line_and_a_failing_status(
+        synthetic_model, serve, capsys):
+    port = free_port()
+    server = serve(port, seconds=20)
+    once_connected(port, 8.0, server.kill)
+    status = watch_http(port, synthetic_model, "--timeout", "4", "--reconnect", "2")
+    captured = capsys.readouterr()
+    assert status == 1
+    assert sum("reconnecting" in line for line in captured.err.splitlines()) == 2
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "after 2 reconnection attempts" in errors[0]

@@ -8,12 +8,15 @@ directions, and the fusion every class (the demo's premise).
 """
 
 import contextlib
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mateffnet.data.synthetic import CLASS_NAMES, render_video, video_rng, write_video
 from mateffnet.engine.inference import stream_views
+from mateffnet.io.decode import read_video
 from mateffnet.models import StreamNet, TwoStreamNet
 
 CLASSES = ["slide_left", "slide_right", "spin_ccw", "spin_cw"]
@@ -63,19 +66,29 @@ def one_thread():
 def train_model(folder):
     torch.manual_seed(0)
     clips, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for index in range(24):
-            clips.append(clip_of(name, index))
-            labels.append(label)
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, name in enumerate(CLASSES):
+            for index in range(24):
+                clips.append(decoded(clip_of(name, index), Path(scratch) / f"{name}_{index}.mp4"))
+                labels.append(label)
     labels = torch.tensor(labels)
     # What a frame can tell is the pair, not the direction: the RGB stream learns half on each class of the
     # pair (the best answer from appearance; one-hot targets only taught it to memorise backgrounds).
     pair = torch.zeros(len(labels), len(CLASSES))
     pair[torch.arange(len(labels)), labels // 2 * 2] = pair[torch.arange(len(labels)), labels // 2 * 2 + 1] = 0.5
-    # TSN's 1:1.5 fusion: the flow stream, which sees the direction, counts more.
+    # The flow stream, which sees the direction, counts more: 1:3 rather than TSN's 1:1.5, because this tiny
+    # RGB stream tells the pairs apart on only ~85 % of unseen clips.
     model = TwoStreamNet(train_stream(make_stream("rgb"), clips, pair),
-                         train_stream(make_stream("flow"), clips, labels, steps=150), weights=(1.0, 1.5))
+                         train_stream(make_stream("flow"), clips, labels, steps=150), weights=(1.0, 3.0))
     return model.save_pretrained(folder)
+
+
+def decoded(clip: np.ndarray, path: Path) -> np.ndarray:
+    """`clip` as the timeline sees it: through H.264 and back. Trained on such frames the flow stream errs on
+    fewer windows of the long video (seeds 0-5: 0-5 of 48 windows, one seed's timeline still off by an action;
+    on the rendered frames, seeds 0-3: 2-12 windows, two timelines off), so the test depends less on the
+    seed and on the versions of torch and timm that train it."""
+    return read_video(write_video(path, clip, fps=FPS))[0]
 
 
 def long_video(path, sequence=SEQUENCE, seconds=SECONDS_PER_ACTION):

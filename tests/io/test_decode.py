@@ -1,3 +1,6 @@
+import errno
+from types import SimpleNamespace
+
 import av
 import numpy as np
 import pytest
@@ -5,6 +8,7 @@ import pytest
 from mateffnet.io.decode import (
     VideoDecodeError,
     VideoReader,
+    live_frames,
     open_container,
     output_size,
     parse_size,
@@ -190,3 +194,28 @@ def test_cut_off_mp4_with_index_in_front_is_truncated(tmp_path, square_frames):
     with pytest.raises(VideoDecodeError) as caught:
         read_video(tmp_path / "cut.mp4")
     assert caught.value.reason == "truncated", str(caught.value)
+
+
+class _ClosingSource:
+    """A container whose demuxer fails as PyAV 19 (FFmpeg 9) does when a server closes the connection."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def demux(self, stream):
+        raise av.error.OSError(errno.EIO, "Input/output error")
+        yield  # a generator, like PyAV's demux
+
+
+_STREAM = SimpleNamespace(average_rate=25, guessed_rate=None, base_rate=None)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/live", "udp://127.0.0.1:5000"])
+def test_a_network_stream_closed_with_eio_ends_like_a_stream_that_ended(url):
+    assert list(live_frames(_ClosingSource(url), _STREAM)) == []
+
+
+@pytest.mark.parametrize("source", ["/dev/video0", "/videos/clip.mp4"])
+def test_eio_from_a_camera_or_a_file_is_a_broken_source(source):
+    with pytest.raises(VideoDecodeError, match="corrupt"):
+        list(live_frames(_ClosingSource(source), _STREAM))

@@ -209,6 +209,16 @@ def _slow(*args, **kwargs):
 cv2.calcOpticalFlowFarneback = _slow
 """
 
+FLOW_WAITING_FOR = """
+import os, time, cv2
+_flow = cv2.calcOpticalFlowFarneback
+def _waiting(*args, **kwargs):
+    while not os.path.exists({go!r}):
+        time.sleep(0.05)
+    return _flow(*args, **kwargs)
+cv2.calcOpticalFlowFarneback = _waiting
+"""
+
 
 def _alive(pid: int) -> bool:
     from mateffnet.fileio import process_alive
@@ -230,10 +240,13 @@ def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_tempo
     run = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(tmp_path / "src"), "--out", str(store), *F,
                             "--workers", "1", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+    def video_temporaries():  # not the main process's own (the store's settings, written and renamed at once)
+        return [p for p in _temporaries(store) if p.name.startswith(".long.mfv.") and p.name.endswith(".tmp")]
+
     deadline = time.monotonic() + 60
-    while not _temporaries(store) and time.monotonic() < deadline:
+    while not video_temporaries() and time.monotonic() < deadline:
         time.sleep(0.1)
-    (temporary,) = [p for p in _temporaries(store) if p.name.endswith(".tmp")]  # a worker is writing the video
+    (temporary,) = video_temporaries()  # a worker is writing the video
     worker_pid = int(temporary.name.split(".")[-3])
     assert worker_pid != run.pid and _alive(worker_pid)
     run.send_signal(signal.SIGKILL)
@@ -336,9 +349,10 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
     videos = tmp_path / "src"
     for i in range(3):
         video_writer(videos / f"c/v{i}.mp4", square_frames(n=40), codec="mpeg4")
-    slow = tmp_path / "slow"
+    slow, go = tmp_path / "slow", tmp_path / "go"
     slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_FLOW.replace("0.05", "0.1"))  # the first run takes ~12 s
+    # the first run's flow waits until the second run has ended, however long that takes to start on a busy machine
+    (slow / "sitecustomize.py").write_text(FLOW_WAITING_FOR.format(go=str(go)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
     store = tmp_path / "store"
     first = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(videos), "--out", str(store), *F,
@@ -349,6 +363,7 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
         time.sleep(0.05)
     assert _temporaries(store), "the first run never started writing"
     second = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
+    go.touch()
     out, err = first.communicate(timeout=120)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"is in use by another mateffnet prepare (PID {first.pid})" in second.stderr

@@ -87,6 +87,7 @@ def demo_config(out_dir: Path, modality: str, device: str, seed: int, epochs: in
             "epochs": epochs, "batch_size": 12, "lr": 0.005, "warmup_epochs": 1.0, "weight_decay": 1e-4,
             "bn": "partial" if pretrained else "train", "device": device, "seed": seed,
             "deterministic": device == "cpu", "val_every": 2,
+            "compile": False,  # on a GPU compiling takes longer than the demo's few hundred small steps
         },
     }, source="demo")
 

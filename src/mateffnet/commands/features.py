@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.engine.windows import WindowScorer, attended_tokens, decoded_frames, score_frames
+from mateffnet.engine.windows import WindowScorer, attended_tokens, decoded_frames, frames_ahead, score_frames
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json
 from mateffnet.models import TwoStreamNet
@@ -130,7 +130,8 @@ def video_features(path: Path, model: TwoStreamNet, options: FeatureOptions, dev
         fps, blocks = video.fps, _collect(score_frames(frames, scorer, span, options.stride, options.batch))
     else:
         scorer = WindowScorer(pair, 1, 1, device, features=True)
-        with decoded_frames(path, scorer.sizes) as (info, frames):
+        with decoded_frames(path, scorer.sizes) as (info, decoded), \
+                frames_ahead(decoded, options.batch * options.stride) as frames:
             fps, blocks = info.fps, _collect(score_frames(frames, scorer, span, options.stride, options.batch))
     starts, pooled = blocks
     arrays = {}

@@ -2,7 +2,8 @@
 
 A window of `window` seconds slides over the video every `stride` seconds; each window is scored as
 `predict` scores a whole video (T test segments, both streams, late fusion; `engine.windows`). The video
-decodes as a stream: only the frames one batch of windows spans are held. Per video, in OUT/<video name>/:
+decodes as a stream, in a background thread while the device computes: only the frames one batch of windows
+spans (and the next batch's new frames, decoded ahead) are held. Per video, in OUT/<video name>/:
 
     windows.jsonl   one JSON object per window: window, start, end, centre (seconds; a window covers the
                     frames start·fps ≤ k < end·fps, frame k shown at k/fps), start_frame, end_frame, and the
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mateffnet.engine.windows import WindowScorer, decoded_frames, score_frames
+from mateffnet.engine.windows import WindowScorer, decoded_frames, frames_ahead, score_frames
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json
 from mateffnet.models import TwoStreamNet
@@ -121,7 +122,7 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
     scorer = WindowScorer(model, options.segments, options.crops, device, options.flow_method, options.flow_params)
     started = time.perf_counter()
     spans, centres, probabilities, thumbs = [], [], {}, []
-    with decoded_frames(video, scorer.sizes) as (info, frames), atomic_path(out_dir / "windows.jsonl") as tmp, \
+    with decoded_frames(video, scorer.sizes) as (info, decoded), atomic_path(out_dir / "windows.jsonl") as tmp, \
             open(tmp, "w") as lines:
         length, stride = window_frames(options.window, options.stride, info.fps, str(video))
         fps = info.fps
@@ -133,28 +134,33 @@ def timeline_video(video: str | Path, model: TwoStreamNet, out_dir: str | Path, 
                    bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s video [{elapsed}<{remaining}{postfix}]")
         done = 0.0
         windows_seen = 0
-        for windows, scores, ring in score_frames(frames, scorer, length, stride, options.batch):
-            for row, window in enumerate(windows):
-                start, end = window.start / fps, window.end / fps
-                centre = (start + end) / 2
-                record = {"window": windows_seen, "start": round(start, 4), "end": round(end, 4),
-                          "centre": round(centre, 4), "start_frame": window.start, "end_frame": window.end}
-                for stream in ("fused", "rgb", "flow"):
-                    if stream in scores.probabilities:
-                        p = scores.probabilities[stream][row]
-                        record[stream] = top_entries(p, names, options.topk)
-                        probabilities.setdefault(stream, []).append(p)
-                lines.write(json.dumps(record) + "\n")
-                spans.append((centre - options.stride / 2, centre + options.stride / 2))
-                centres.append(centre)
-                if windows_seen % every == 0:  # the window's middle frame, while the ring holds it
-                    middle = ring.take(np.array([window.start + window.length // 2]), thumb_size)[0]
-                    thumbs.append((centre, record["fused"][0]["label"], jpeg_data_uri(middle)))
-                windows_seen += 1
-            now = windows[-1].end / fps
-            bar.update(now - done)
-            done = now
-            bar.set_postfix_str(f"{done / (time.perf_counter() - started):.1f}x real time")
+
+        def middle_frames(windows, ring) -> dict:  # thumbnails: the middle frame of every `every`-th window
+            picked = [w for w in windows if (w.start // stride) % every == 0]
+            return {w.start: ring.take(np.array([w.start + w.length // 2]), thumb_size)[0] for w in picked}
+
+        with frames_ahead(decoded, options.batch * stride) as frames:
+            for windows, scores, middles in score_frames(frames, scorer, length, stride, options.batch, keep=middle_frames):
+                for row, window in enumerate(windows):
+                    start, end = window.start / fps, window.end / fps
+                    centre = (start + end) / 2
+                    record = {"window": windows_seen, "start": round(start, 4), "end": round(end, 4),
+                              "centre": round(centre, 4), "start_frame": window.start, "end_frame": window.end}
+                    for stream in ("fused", "rgb", "flow"):
+                        if stream in scores.probabilities:
+                            p = scores.probabilities[stream][row]
+                            record[stream] = top_entries(p, names, options.topk)
+                            probabilities.setdefault(stream, []).append(p)
+                    lines.write(json.dumps(record) + "\n")
+                    spans.append((centre - options.stride / 2, centre + options.stride / 2))
+                    centres.append(centre)
+                    if window.start in middles:
+                        thumbs.append((centre, record["fused"][0]["label"], jpeg_data_uri(middles[window.start])))
+                    windows_seen += 1
+                now = windows[-1].end / fps
+                bar.update(now - done)
+                done = now
+                bar.set_postfix_str(f"{done / (time.perf_counter() - started):.1f}x real time")
         bar.close()
     seconds = time.perf_counter() - started
     if not centres:

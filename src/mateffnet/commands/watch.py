@@ -12,9 +12,12 @@ takes longer than `every`, the ticks that passed are skipped and the next predic
 frames. Both are counted, said on stderr when they happen, and summed up at the end. Flow across a
 dropped frame spans two frame intervals.
 
-Ends: the source's end (a file, a network stream that closes, no data for `timeout` seconds) stops
-cleanly (status 0) after a last prediction; a source that cannot be opened, or breaks, gives one line
-and status 1 (network sources are reopened first, `reconnect` times).
+Ends: the source's end (a file, a network stream that closes) stops cleanly (status 0) after a last
+prediction; a source that cannot be opened, breaks, or sends nothing for `timeout` seconds gives one line
+and status 1. With `reconnect` N a live source that ends or breaks is reopened, up to N times in all (FFmpeg
+cannot tell a server that was killed from one that finished: both close the connection); the source's times
+go on from where they stopped and no window spans two connections; a source that cannot be reopened gives
+one line and status 1.
 """
 
 from __future__ import annotations
@@ -94,31 +97,50 @@ class SourceReader(threading.Thread):
         self.frames = self.dropped = self.kept = 0
         self.evicted_unscored = 0
         self.scored_up_to = -1  # newest kept index that a prediction used
+        self.clock = 0.0  # the source's time of the first frame of this connection (later ones go on from the last)
+        self.rate = options.fps or source_rate(opened[1]) or 25.0
         self._opened = opened  # (container, stream) opened by the caller (so a bad source fails at once)
 
     def run(self) -> None:
-        attempts = 0
         try:
+            attempts = 0
             while not self.stop.is_set():
+                problem = None
                 try:
-                    self._read(*self._opened)
-                    break  # the source ended
+                    self._read(*self._opened)  # returns when the source ends
                 except VideoDecodeError as error:
-                    if attempts >= self.options.reconnect or not is_live_source(self.source):
-                        self.error = str(error)
-                        break
+                    problem = str(error)
+                if self.stop.is_set() or attempts >= self.options.reconnect or not is_live_source(self.source):
+                    self.error = problem
+                    return
+                self._opened[0].close()
+                self._opened = None
+                self._start_over()
+                while True:  # reopen: a live source that ends or breaks may come back (a restarted server, camera)
                     attempts += 1
-                    print(f"mateffnet watch: {error}; reconnecting ({attempts}/{self.options.reconnect})", file=sys.stderr)
-                    self._opened[0].close()
+                    what = problem or f"{self.source}: the source ended"
+                    print(f"mateffnet watch: {what}; reconnecting ({attempts}/{self.options.reconnect})", file=sys.stderr)
                     time.sleep(1.0)
                     try:
                         self._opened = open_source(self.source, self.options.timeout)
-                    except VideoDecodeError as again:
-                        self.error = str(again)
                         break
+                    except VideoDecodeError as again:
+                        problem = str(again)
+                        if attempts >= self.options.reconnect or self.stop.is_set():
+                            self.error = f"{problem} (after {attempts} reconnection attempt{'s' * (attempts > 1)})"
+                            return
         finally:
-            self._opened[0].close()
+            if self._opened is not None:
+                self._opened[0].close()
             self.ended.set()
+
+    def _start_over(self) -> None:
+        """After a break: no window spans two connections, and the source's clock goes on from where it stopped."""
+        with self.lock:
+            self.evicted_unscored += sum(arrival.index > self.scored_up_to for arrival in self.ring)
+            if self.ring:
+                self.clock = self.ring[-1].time + 1.0 / max(1.0, self.rate)
+            self.ring.clear()
 
     def _read(self, container, stream) -> None:
         options = self.options
@@ -150,7 +172,7 @@ class SourceReader(threading.Thread):
             with self.lock:
                 if len(self.ring) == self.ring.maxlen and self.ring[0].index > self.scored_up_to:
                     self.evicted_unscored += 1
-                self.ring.append(Arrival(self.kept, moment - first_time, time.monotonic(), frames))
+                self.ring.append(Arrival(self.kept, self.clock + moment - first_time, time.monotonic(), frames))
             self.kept += 1
 
     def snapshot(self) -> list[Arrival]:

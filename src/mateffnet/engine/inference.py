@@ -80,22 +80,60 @@ def default_flow_batch(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 4
 
 
-def flow_fields(first: np.ndarray, second: np.ndarray, stream: StreamNet, device: torch.device,
-                flow_method: str | None = None, flow_params: dict | None = None,
-                flow_batch: int | None = None) -> torch.Tensor:
-    """uint8 frame pairs (n, H, W, 3) → the stream's quantised flow fields (n, 2, H, W) uint8 on `device`.
+def to_device(frames, device: torch.device) -> torch.Tensor:
+    """uint8 frames (n, H, W, 3) (an array, or a sequence of (H, W, 3) arrays) → uint8 (n, 3, H, W) on `device`.
 
-    Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given."""
+    On CUDA the frames are stacked into pinned memory and copied without waiting: a copy from pageable
+    memory would first wait for all the work already queued on the GPU."""
+    pinned = device.type == "cuda"
+    host = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=pinned)
+    np.stack(frames, out=host.numpy())
+    return host.to(device, non_blocking=pinned).permute(0, 3, 1, 2)
+
+
+def index_to(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 indices → a tensor on `device`, copied without waiting on CUDA (see `to_device`)."""
+    host = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def pair_flows(frames: torch.Tensor, first: np.ndarray, second: np.ndarray, stream: StreamNet,
+               flow_method: str | None = None, flow_params: dict | None = None,
+               flow_batch: int | None = None) -> torch.Tensor:
+    """Frames uint8 (n, 3, H, W) on a device → the stream's quantised flow fields (m, 2, H, W) uint8 there, field k
+    from frames[first[k]] to frames[second[k]]: each frame is uploaded once however many pairs read it.
+
+    Flow uses the stream's own flow method and parameters unless `flow_method`/`flow_params` are given. Nothing
+    here waits for the device: on a GPU the work is only queued."""
     config = stream.config
     if flow_method is None:
         flow_method, flow_params = config.flow_method, config.flow_params
-    flow_batch = flow_batch or default_flow_batch(device)
+    flow_batch = flow_batch or default_flow_batch(frames.device)
+    rows = index_to(np.stack([first, second]), frames.device)
     quantized = []
     for start in range(0, len(first), flow_batch):
-        a = torch.from_numpy(first[start:start + flow_batch]).permute(0, 3, 1, 2).to(device)
-        b = torch.from_numpy(second[start:start + flow_batch]).permute(0, 3, 1, 2).to(device)
+        a, b = frames[rows[0, start:start + flow_batch]], frames[rows[1, start:start + flow_batch]]
         quantized.append(quantize_flow(compute_flow(a, b, method=flow_method, **(flow_params or {})), config.flow_bound))
     return torch.cat(quantized)
+
+
+def unique_pair_frames(first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flow indices (m,) (flow k: frame k → k+1) → (the frames they read, sorted, each once; where each pair's
+    first and second frame are among those)."""
+    frames = np.union1d(first, first + 1)
+    position = np.searchsorted(frames, first)
+    return frames, position, position + 1
+
+
+def flow_fields(first: np.ndarray, second: np.ndarray, stream: StreamNet, device: torch.device,
+                flow_method: str | None = None, flow_params: dict | None = None,
+                flow_batch: int | None = None) -> torch.Tensor:
+    """uint8 frame pairs (n, H, W, 3) → the stream's quantised flow fields (n, 2, H, W) uint8 on `device` (`pair_flows`)."""
+    n = len(first)
+    frames = to_device(np.concatenate([first, second]), device)
+    return pair_flows(frames, np.arange(n), np.arange(n, 2 * n), stream, flow_method, flow_params, flow_batch)
 
 
 def flow_clip(flows: torch.Tensor, segments: int, flow_length: int) -> torch.Tensor:
@@ -120,12 +158,12 @@ def stream_views(frames: np.ndarray, stream: StreamNet, segments: int, crops: in
     config = stream.config
     positions = clip_positions(stream, len(frames), segments)
     if config.modality == "rgb":
-        clip = torch.from_numpy(frames[positions.numpy()]).permute(0, 3, 1, 2).to(device)
+        clip = to_device(frames[positions.numpy()], device)
     else:
         needed, inverse = torch.unique(positions.flatten(), return_inverse=True)
-        chunk = needed.numpy()
-        flows = flow_fields(frames[chunk], frames[chunk + 1], stream, device, flow_method, flow_params, flow_batch)
-        clip = flow_clip(flows[inverse], segments, config.flow_length)
+        read, first, second = unique_pair_frames(needed.numpy())
+        flows = pair_flows(to_device(frames[read], device), first, second, stream, flow_method, flow_params, flow_batch)
+        clip = flow_clip(flows[index_to(inverse.numpy(), device)], segments, config.flow_length)
     return eval_views(clip, stream, crops)
 
 

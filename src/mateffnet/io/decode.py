@@ -14,6 +14,7 @@ dataset-scale job writes into its report.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -321,7 +322,11 @@ LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:/
 
 def is_live_source(source: str) -> bool:
     """A camera (/dev/videoN) or a network URL: frames come at the source's pace, not as fast as we read."""
-    return source.startswith("/dev/video") or source.lower().startswith(LIVE_PREFIXES)
+    return source.startswith("/dev/video") or is_network_source(source)
+
+
+def is_network_source(source: str) -> bool:
+    return source.lower().startswith(LIVE_PREFIXES)
 
 
 def open_source(source: str, timeout: float = 10.0):
@@ -356,8 +361,8 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
     """(time in seconds, uint8 (H, W, 3) RGB at `size`) per decoded frame of an open source, in order.
 
     `keep(time)` → False skips the frame's conversion (it is yielded as (time, None)): how a live reader
-    drops frames cheaply when it falls behind. Damaged packets are skipped; a broken connection raises
-    `VideoDecodeError` ("corrupt") with FFmpeg's message; the end of the source ends the iterator."""
+    drops frames cheaply when it falls behind. Damaged packets are skipped; a broken connection, or no data
+    within the read timeout, raises `VideoDecodeError` ("corrupt"); the end of the source ends the iterator."""
     av = _av()
     reformatter = av.video.reformatter.VideoReformatter()
     width = height = 0
@@ -379,5 +384,13 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
                     continue
                 yield moment, reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                                    interpolation="BILINEAR").to_ndarray()
+    except av.ExitError:  # FFmpeg's read timeout (the `timeout` of `open_source`) interrupted the read
+        raise VideoDecodeError(getattr(container, "name", "source"), "corrupt",
+                               "no data within the read timeout (the source stalled or the connection broke)") from None
     except (av.FFmpegError, OSError) as error:
-        raise VideoDecodeError(getattr(container, "name", "source"), "corrupt", _one_line(error)) from None
+        name = getattr(container, "name", "source")
+        if getattr(error, "errno", None) == errno.EIO and is_network_source(name):
+            # FFmpeg 9 (PyAV 19) reports a network stream whose server closed the connection as EIO where
+            # FFmpeg 7 ended the demuxer: neither can tell a finished server from a killed one, so both end.
+            return
+        raise VideoDecodeError(name, "corrupt", _one_line(error)) from None

@@ -7,10 +7,10 @@ worker processes, one video at a time each:
 
 - flow on the CPU (`device="cpu"`): each worker does the whole video (decode, flow, JPEG, write);
 - flow on a GPU: workers decode, resize and JPEG-encode the RGB frames and send the frames to the
-  main process, which computes flow for large batches of frame pairs drawn from several videos at
-  once on the GPU, quantises it there and sends it back to the video's worker to be encoded and
-  written. A batch only mixes videos of the same frame size; the GPU computes one batch while the
-  main process receives the frames of the next.
+  main process (through each worker's shared memory), which computes flow for large batches of frame
+  pairs drawn from several videos at once on the GPU, quantises it there and sends it back to the
+  video's worker to be encoded and written. A batch only mixes videos of the same frame size; the GPU
+  computes one batch while the main process receives the frames of the next.
 
 A worker that dies (a decoder crash) fails its video only; a replacement is started. Reruns skip
 videos whose packed file opens and checks out, redo half-written or damaged ones, and remove
@@ -21,8 +21,8 @@ The run ends with a `PrepareReport` (also written to `STORE/report.json`): video
 done, skipped (already done) and failed, the missing names, and each failure with its reason.
 
 Rooms of this package: `options` (what is asked), `job` (this: the dataset, the rerun checks, the report),
-`pack` (one video), `pool` and `worker` (the processes), `messages` (what they send each other), `batcher`
-(flow across videos on the GPU).
+`pack` (one video), `pool` and `worker` (the processes), `processes` (how they start), `messages` (what they
+send each other), `shared` (their shared memory), `batcher` (flow across videos on the GPU).
 """
 
 from __future__ import annotations

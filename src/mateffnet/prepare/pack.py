@@ -94,27 +94,38 @@ def _compute_quantized_flow(frames: np.ndarray, options: PrepareOptions, device:
 def launch_quantized_flow(frames: list[np.ndarray], first: list[int], second: list[int], options: PrepareOptions,
                           device: str):
     """Flow from frames[first[i]] to frames[second[i]] (uint8 (H, W, 3) each, every frame uploaded once)
-    → (uint8 (n, 2, H, W) CPU tensor, CUDA event or None): on CUDA the work is only queued, and the
-    tensor holds the result once the event has completed."""
+    → (uint8 (n, 2, H, W) CPU tensor, CUDA event or None), as `launch_flow_codes`."""
     on_cuda = device.startswith("cuda")
     unique = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
     np.stack(frames, out=unique.numpy())
+    return launch_flow_codes([unique.to(device, non_blocking=True)], first, second, options, device)
+
+
+def launch_flow_codes(runs: list[torch.Tensor], first: list[int], second: list[int], options: PrepareOptions,
+                      device: str):
+    """Flow from frames[first[i]] to frames[second[i]], where frames (uint8 (M, H, W, 3) on `device`) are
+    the `runs` one after the other → (uint8 (n, 2, H, W) CPU tensor, CUDA event or None): on CUDA the
+    work is only queued, and the tensor holds the result once the event has completed."""
+    on_cuda = device.startswith("cuda")
     rows = torch.tensor([first, second])
     with torch.inference_mode():
-        on_device = unique.to(device, non_blocking=True)
-        # a pageable upload would wait for the GPU's previous batch: the indices go pinned too
+        frames = runs[0] if len(runs) == 1 else torch.cat(runs)
+        # a pageable upload would wait for the GPU's previous batch: the indices go pinned
         rows = (rows.pin_memory() if on_cuda else rows).to(device, non_blocking=True)
-        frames0 = on_device[rows[0]].permute(0, 3, 1, 2)
-        frames1 = on_device[rows[1]].permute(0, 3, 1, 2)
-        flow = compute_flow(frames0, frames1, method=options.flow_method, **options.flow_params)
-        quantized = quantize_flow(flow, options.flow_bound)
+        codes = flow_codes(frames[rows[0]].permute(0, 3, 1, 2), frames[rows[1]].permute(0, 3, 1, 2), options)
         if not on_cuda:
-            return quantized.cpu(), None
-        host = torch.empty(quantized.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(quantized, non_blocking=True)
+            return codes.cpu(), None
+        host = torch.empty(codes.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(codes, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
         return host, done
+
+
+def flow_codes(frames0: torch.Tensor, frames1: torch.Tensor, options: PrepareOptions) -> torch.Tensor:
+    """uint8 (N, 3, H, W) frame pairs → their flow quantised to uint8 (N, 2, H, W), on their device."""
+    flow = compute_flow(frames0, frames1, method=options.flow_method, **options.flow_params)
+    return quantize_flow(flow, options.flow_bound)
 
 
 def pack_video(item: VideoItem, path: str | os.PathLike, options: PrepareOptions, device: str = "cpu", threads: int = 0) -> dict:
