@@ -230,7 +230,8 @@ def run_order_demo(out_dir: str | Path = "demo_order_out", device: str = "auto",
     for variant in variants:
         images[f"Confusion matrices (fused)/{variant}"] = out_dir / "evaluation" / variant / "confusion_fused.png"
     if SAVED_ORDER_VARIANT in per_variant:
-        images.update(_order_attention_figures(out_dir, dataset, device))
+        images.update(_attention_figures(out_dir, dataset, device, ("pulse_grow_shrink", "pulse_shrink_grow"),
+                                         f"Attention ({SAVED_ORDER_VARIANT} encoding)"))
     _write_order_report(out_dir, results, images)
     atomic_write_json(out_dir / "results.json", results)
     step("report", started)
@@ -297,20 +298,19 @@ def format_order_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _order_attention_figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
-
+def _attention_figures(out_dir: Path, dataset, device: str, class_names, heading: str) -> dict[str, Path]:
+    """{report heading: attention map} for the first test video of each of `class_names`, per stream."""
     images = {}
     test_videos = [line.split()[0] for line in dataset.test_list.read_text().splitlines() if line.strip()]
-    for name in ("pulse_grow_shrink", "pulse_shrink_grow"):
+    for name in class_names:
         video = next(v for v in test_videos if v.startswith(f"{name}/"))
         result = explain_video(dataset.root / video, out_dir, out_dir / "attention", device=device)
         for stream, path in result.figures.items():
-            images[f"Attention ({SAVED_ORDER_VARIANT} encoding)/{name} — {stream}"] = path
+            images[f"{heading}/{name} — {stream}"] = path
     return images
 
 
 def _write_order_report(out_dir: Path, results: dict, images: dict[str, Path]) -> None:
-
     report = {k: results[k] for k in ("title", "class_names", "fusion_weights", "videos", "streams", "class_groups")}
     report["description"] = (
         "Rows of the tables below are 'stream · variant'. The order group holds two pairs of classes made of the "
@@ -364,12 +364,8 @@ def _figures(out_dir: Path, dataset, device: str) -> dict[str, Path]:
         images[f"Confusion matrices/{stream}"] = out_dir / name
     for stream in MODALITIES:
         images[f"Training curves/{stream}"] = out_dir / "runs" / stream / "curves.png"
-    test_videos = [line.split()[0] for line in dataset.test_list.read_text().splitlines() if line.strip()]
-    for name in ("slide_right", "ball_red"):  # one motion class, one colour class
-        video = next(v for v in test_videos if v.startswith(f"{name}/"))
-        result = explain_video(dataset.root / video, out_dir, out_dir / "attention", device=device)
-        for stream, path in result.figures.items():
-            images[f"Attention/{name} — {stream}"] = path
+    # one motion class, one colour class
+    images.update(_attention_figures(out_dir, dataset, device, ("slide_right", "ball_red"), "Attention"))
     return images
 
 
