@@ -25,7 +25,9 @@ step ran, e.g. "default (compiled)" (its note is on stderr).
 
 Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold inductor cache (BENCHMARKS.md),
 so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
-that share one TORCHINDUCTOR_CACHE_DIR. --compile-once compiles once per model for all batch sizes
+that share one TORCHINDUCTOR_CACHE_DIR, or with --warm-cache N, which first compiles every compiled row
+(ours, DDP and the peer) in N child processes at once, each its own row's first step, and prints their cold
+first-step times (inflated by running side by side) before the table measures every row on the warm cache. --compile-once compiles once per model for all batch sizes
 (dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
 for `mateffnet train`, which compiles its one static batch shape.
 
@@ -168,6 +170,65 @@ def synthetic(what: str, modality: str, batch: int, args):
         torch.cuda.empty_cache()
 
 
+COMPILED_ROWS = ("default", "ddp", "timm compiled")
+
+
+def warm_cache(args) -> None:
+    """Each compiled row's first step in its own child process, `args.warm_cache` at a time, sharing the on-disk
+    inductor cache, so that the table's rows compile from it; prints each child's cold first-step time as it ends.
+    Children still running when this process ends (an error, SIGTERM from `timeout`) are killed, with the last
+    line of their output: left running they would share the GPU with the rows measured after them."""
+    import signal
+    import subprocess
+
+    jobs = [(modality, batch, what) for modality in args.streams for batch in args.batch_sizes for what in COMPILED_ROWS
+            if what in args.steps and (what != "ddp" or batch == DDP_BATCH)]
+    budget = 2 * max(args.batch_sizes) + 64  # clips of the children at once: two of the largest batch and a few small fit the GPU
+    print(f"warming the inductor cache: {len(jobs)} compiled rows, {args.warm_cache} at a time", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` below runs under `timeout`
+    started, running = time.perf_counter(), {}
+
+    def reap(block: bool) -> None:
+        for job, (process, log) in list(running.items()):
+            if block:
+                process.wait()
+            if process.poll() is None:
+                continue
+            del running[job]
+            log.seek(0)
+            output = log.read()
+            row = [line for line in output.splitlines() if line.startswith(f"| {job[0]} |")]
+            cells = [cell.strip() for cell in row[-1].split("|")] if row else []
+            first = f"{cells[8]} s" if len(cells) > 8 and cells[8] else f"no row (exit {process.returncode}: {_last_line(output)})"
+            print(f"  cold first step, {job[0]} {job[2]} batch {job[1]}: {first} "
+                  f"(at {time.perf_counter() - started:.0f} s)", flush=True)
+
+    try:
+        for number, (modality, batch, what) in enumerate(jobs):
+            command = [sys.executable, __file__, "--streams", modality, "--batch-sizes", str(batch), "--steps", what,
+                       "--seconds", "0", "--warmup", "0", "--segments", str(args.segments),
+                       "--flow-length", str(args.flow_length)]
+            while running and (len(running) >= args.warm_cache or sum(b for _, b, _ in running) + batch > budget):
+                time.sleep(1)
+                reap(block=False)
+            log = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads it until the child ends
+            env = dict(os.environ, MASTER_PORT=str(29600 + number))
+            running[modality, batch, what] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log
+        reap(block=True)
+    finally:
+        for (modality, batch, what), (process, log) in running.items():
+            process.kill()
+            log.seek(0)
+            print(f"  killed unfinished: {modality} {what} batch {batch} after {time.perf_counter() - started:.0f} s; "
+                  f"last output: {_last_line(log.read())}", flush=True)
+    print(f"cache warm after {time.perf_counter() - started:.0f} s\n", flush=True)
+
+
+def _last_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    return lines[-1][:160] if lines else "(none)"
+
+
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
@@ -247,11 +308,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
     parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG decodes")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
+    parser.add_argument("--warm-cache", type=int, default=0, metavar="N",
+                        help="compile the compiled rows first, N child processes at a time (module docstring)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
         return 1
     torch.backends.cudnn.benchmark = True  # as `mateffnet train` (and timm's train.py) set it
+    if args.warm_cache:
+        warm_cache(args)
     if "ddp" in args.steps:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29533")
