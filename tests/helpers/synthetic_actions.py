@@ -46,8 +46,8 @@ def train_stream(stream: StreamNet, clips: list[np.ndarray], targets: torch.Tens
 
     Each sample takes its segments at random positions of its clip (TSN's training sampling, from the test views
     at every position), half of them mirrored (for flow x negated) with their labels swapped (`FLIP_SWAPS`), and
-    the learning rate follows one cycle: with fixed views and a fixed rate of 2e-3 the flow stream's loss spiked
-    late in training and its pair decision on the long video varied by seed (seeds 0-9: 0-12 of 48 windows wrong; now 0-1, with 200 steps for flow)."""
+    the learning rate follows one cycle: with fixed views and a fixed rate the flow stream's loss spiked late in
+    training, and which windows of the long video it got wrong varied with the seed."""
     flow = stream.config.modality == "flow"
     positions = len(clips[0]) - stream.config.flow_length if flow else len(clips[0])
     views = torch.stack([stream_views(clip, stream, positions, 1, torch.device("cpu"))[0] for clip in clips])
@@ -103,9 +103,8 @@ def train_model(folder):
 
 def decoded(clip: np.ndarray, path: Path) -> np.ndarray:
     """`clip` as the timeline sees it: through H.264 and back. Trained on such frames the flow stream errs on
-    fewer windows of the long video (seeds 0-5: 0-5 of 48 windows, one seed's timeline still off by an action;
-    on the rendered frames, seeds 0-3: 2-12 windows, two timelines off), so the test depends less on the
-    seed and on the versions of torch and timm that train it."""
+    fewer windows of the long video than trained on the rendered frames, so the test depends less on the seed
+    and on the versions of torch and timm that train it."""
     return read_video(write_video(path, clip, fps=FPS))[0]
 
 
