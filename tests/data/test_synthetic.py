@@ -6,6 +6,7 @@ import torch
 
 from mateffnet.data.sampling import flow_indices, rgb_indices
 from mateffnet.data.synthetic import (
+    ALL_CLASSES,
     CLASS_NAMES,
     ORDER_TEST_SEGMENTS,
     SYNTHETIC_CLASSES,
@@ -275,6 +276,20 @@ def test_order_classes_move_as_named():
     assert motion("shuttle_left_right", 0)["vx"] < -0.5 < 0.5 < motion("shuttle_left_right", 1)["vx"]
     assert motion("pulse_grow_shrink", 0)["radial"] > 0.2 > -0.2 > motion("pulse_grow_shrink", 1)["radial"]
     assert motion("pulse_shrink_grow", 0)["radial"] < -0.2 < 0.2 < motion("pulse_shrink_grow", 1)["radial"]
+
+
+def test_one_frame_tells_the_order_classes_from_the_others_only_their_objects_are_black_and_white():
+    """What leaves only the order to learn: every frame of an order clip holds near-black and near-white pixels
+    (its object), no frame of any other class holds either."""
+    for name, spec in ALL_CLASSES.items():
+        for index in range(3):
+            clip = render_video(name, video_rng(index, 1, index), 24, 64).astype(np.float64)
+            luma = clip @ np.array([0.299, 0.587, 0.114])  # (frames, H, W), BT.601
+            dark, bright = (luma < 40).sum(axis=(1, 2)), (luma > 215).sum(axis=(1, 2))
+            if spec.group == "order":
+                assert dark.min() >= 10 and bright.min() >= 10, (name, index)
+            else:
+                assert dark.max() == 0 and bright.max() == 0, (name, index)
 
 
 def as_flow_clip(clip, starts, flow_length=4):

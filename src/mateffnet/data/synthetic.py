@@ -24,6 +24,10 @@ two pairs whose two classes are made of the same frames and differ only in the o
 - a checkered disc that grows, rests, shrinks and rests (`pulse_grow_shrink`) vs one that shrinks first
   (`pulse_shrink_grow`).
 
+Both order objects are black and white (`_Scene.order_colours`), darker and brighter than anything of the other
+classes: one frame tells an order clip from the others and its pair from the other pair (disc or diamond),
+and only the order of the frames tells the two classes of a pair apart.
+
 The second class of a pair is the first one's clip rotated by half its length (`np.roll(clip, frames // 2)`),
 so both hold the same frames. Not the clip played backwards: reversing time also reverses every flow field,
 so a reversed "grow then shrink" would still grow first and its flow stacks would be the negated ones, a
@@ -79,8 +83,8 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 GENERATOR_VERSION = 1
-ORDER_CLASSES_VERSION = 3  # 2: the order classes rest at their turns and are encoded losslessly; 3: the shuttle's
-# left end is partly out of the frame
+ORDER_CLASSES_VERSION = 4  # 2: the order classes rest at their turns and are encoded losslessly; 3: the shuttle's
+# left end is partly out of the frame; 4: the order objects are black and white
 MANIFEST_FILE = "synthetic.json"
 CLASSES_FILE = "classes.txt"
 SPLIT_FILES = {"train": "train.txt", "test": "test.txt"}
@@ -106,10 +110,10 @@ SYNTHETIC_CLASSES = (
     SyntheticClass("spin_cw", "motion", "a pinwheel-textured disc turning clockwise"),
 )
 ORDER_CLASSES = (
-    SyntheticClass("pulse_grow_shrink", "order", "a checkered disc growing, then shrinking back"),
-    SyntheticClass("pulse_shrink_grow", "order", "a checkered disc shrinking, then growing back"),
-    SyntheticClass("shuttle_left_right", "order", "a textured diamond sliding left, then back right"),
-    SyntheticClass("shuttle_right_left", "order", "a textured diamond sliding right, then back left"),
+    SyntheticClass("pulse_grow_shrink", "order", "a black-and-white checkered disc growing, then shrinking back"),
+    SyntheticClass("pulse_shrink_grow", "order", "a black-and-white checkered disc shrinking, then growing back"),
+    SyntheticClass("shuttle_left_right", "order", "a black-and-white textured diamond sliding left, then back right"),
+    SyntheticClass("shuttle_right_left", "order", "a black-and-white textured diamond sliding right, then back left"),
 )
 CLASS_NAMES = tuple(c.name for c in SYNTHETIC_CLASSES)
 # Which classes a dataset holds: "default" (the nine above, the demo's) or "order" (plus the order-only pairs).
@@ -323,6 +327,11 @@ class _Scene:
     def random_colour(self) -> np.ndarray:
         return self.colour(self.rng.uniform(70, 190), self.rng.uniform(0, 2 * math.pi), self.rng.uniform(20, 60))
 
+    def order_colours(self) -> tuple[np.ndarray, np.ndarray]:
+        """The order objects' black and white: no chroma, luma 15–35 and 220–240, beyond anything the other classes
+        draw (their objects and every background stay within luma 45–205)."""
+        return self.colour(self.rng.uniform(15, 35), 0.0, 0.0), self.colour(self.rng.uniform(220, 240), 0.0, 0.0)
+
     def gratings(self, waves: int = 3, wavelength=(5.0, 11.0)) -> list[tuple[float, float, float]]:
         """Random (angle, wavelength in px, phase) of `waves` sinusoidal gratings: a texture to evaluate later."""
         return [(self.rng.uniform(0, math.pi), self.rng.uniform(*wavelength) * self.scale,
@@ -419,7 +428,7 @@ class _Scene:
         x_left = rng.uniform(0.25, 0.5) * half
         travel = rng.uniform(26.0, 32.0) * self.scale
         yc = rng.uniform(half + 2, size - half - 2)
-        c1, c2 = self.random_colour(), self.random_colour()
+        c1, c2 = self.order_colours()
         gratings = self.gratings()
         colour, cover = [], []
         for phase in order_phase(frames):
@@ -436,7 +445,7 @@ class _Scene:
         xc, yc = (rng.uniform(large + 1, size - large - 1) for _ in range(2))
         check = rng.uniform(4.0, 6.0) * self.scale  # check size at the large radius
         angle = rng.uniform(0, math.pi / 2)
-        c1, c2 = self.random_colour(), self.random_colour()
+        c1, c2 = self.order_colours()
         dx, dy = self.x - xc, self.y - yc
         u, v = dx * math.cos(angle) + dy * math.sin(angle), -dx * math.sin(angle) + dy * math.cos(angle)
         colour, cover = [], []
