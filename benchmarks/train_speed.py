@@ -27,8 +27,8 @@ Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold i
 so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
 that share one TORCHINDUCTOR_CACHE_DIR, or with --warm-cache N, which first compiles every compiled row
 (ours, DDP and the peer) in N child processes at once, each its own row's first step, and prints their cold
-first-step times (inflated by running side by side) before the table measures every row on the warm cache. --compile-once compiles once per model for all batch sizes
-(dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
+first-step times (inflated by running side by side) before the table measures every row on the warm cache.
+--compile-once compiles once per model for all batch sizes (dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
 for `mateffnet train`, which compiles its one static batch shape.
 
 `--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
@@ -173,6 +173,11 @@ def synthetic(what: str, modality: str, batch: int, args):
 COMPILED_ROWS = ("default", "ddp", "timm compiled")
 
 
+def rows_at(batch: int, steps: list[str]) -> list[str]:
+    """The rows of `steps` measured at `batch`, in the table's order (peers first; the DDP row at DDP_BATCH only)."""
+    return [what for what in PEERS + STEP_KINDS if what in steps and (what != "ddp" or batch == DDP_BATCH)]
+
+
 def warm_cache(args) -> None:
     """Each compiled row's first step in its own child process, `args.warm_cache` at a time, sharing the on-disk
     inductor cache, so that the table's rows compile from it; prints each child's cold first-step time as it ends.
@@ -181,8 +186,8 @@ def warm_cache(args) -> None:
     import signal
     import subprocess
 
-    jobs = [(modality, batch, what) for modality in args.streams for batch in args.batch_sizes for what in COMPILED_ROWS
-            if what in args.steps and (what != "ddp" or batch == DDP_BATCH)]
+    jobs = [(modality, batch, what) for modality in args.streams for batch in args.batch_sizes
+            for what in rows_at(batch, args.steps) if what in COMPILED_ROWS]
     budget = 2 * max(args.batch_sizes) + 64  # clips of the children at once: two of the largest batch and a few small fit the GPU
     print(f"warming the inductor cache: {len(jobs)} compiled rows, {args.warm_cache} at a time", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` below runs under `timeout`
@@ -333,9 +338,7 @@ def main() -> int:
         fits = {}
         for batch in args.batch_sizes:
             peers, rows, fitted = [], [], False
-            for what in [w for w in PEERS + STEP_KINDS if w in args.steps]:
-                if what == "ddp" and batch != DDP_BATCH:
-                    continue
+            for what in rows_at(batch, args.steps):
                 result = synthetic(what, modality, batch, args)
                 if result is None:
                     rows.append((f"| {modality} | {what} | {batch} | synthetic | out of memory | | | |", None))
