@@ -28,8 +28,9 @@ so the full table takes longer than a 10-minute job: run it in parts (--streams,
 that share one TORCHINDUCTOR_CACHE_DIR, or with --warm-cache N, which first compiles every compiled row
 (ours, DDP and the peer) in N child processes at once, each its own row's first step, and prints their cold
 first-step times (inflated by running side by side) before the table measures every row on the warm cache.
---compile-once compiles once per model for all batch sizes (dynamic batch dimension, ours and the peer alike); it is much slower per step, so it does not stand
-for `mateffnet train`, which compiles its one static batch shape.
+--compile-once compiles once per model for all batch sizes (dynamic batch dimension, ours and the peer
+alike); it is much slower per step, so it does not stand for `mateffnet train`, which compiles its one
+static batch shape.
 
 `--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
 ../shared/data prepared as benchmarks/loader.py does; needs PyAV) at batch 16 and at the largest batch
