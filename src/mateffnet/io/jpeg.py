@@ -4,21 +4,22 @@ RGB frames are 3-channel JPEGs; each flow direction is a 1-channel (grayscale) J
 quantised flow, as in TSN/mmaction2 rawframes, so packed files and rawframe folders hold the same
 bytes.
 
-The codecs are torchvision's (`torchvision.io.decode_jpeg` / `encode_jpeg`). torchvision 0.29
-deprecates them; where torchvision no longer has them, Pillow (its libjpeg-turbo) does the work on
-the CPU, and CUDA devices get the CPU-decoded images. Both decode a JPEG to the same pixels
-(tests/io/test_jpeg.py); encoded bytes may differ.
+Decoding is torchvision's (`torchvision.io.decode_jpeg`: libjpeg-turbo on the CPU, nvJPEG batches on
+CUDA). Encoding on the CPU is Pillow's (its libjpeg-turbo, the same settings as torchvision's encoder):
+it takes the decoder's (H, W, C) frames without a copy, and a process that only encodes (a prepare
+worker) does not import torchvision, which imports torch._dynamo and takes seconds to start. RGB on
+CUDA is encoded with nvJPEG (torchvision's `encode_jpeg`). torchvision 0.29 deprecates its codecs;
+where it no longer has them, Pillow decodes too and CUDA devices get the CPU-decoded images. Both
+decoders give a JPEG the same pixels (tests/io/test_jpeg.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torchvision.io
 from PIL import Image
 
 from mateffnet.errors import MateffnetError, error_line
@@ -26,25 +27,30 @@ from mateffnet.errors import MateffnetError, error_line
 Region = tuple[int, int, int, int]  # top, left, height, width
 
 
+def _torchvision_io():
+    """torchvision.io, imported at first use: importing torchvision imports torch._dynamo (seconds), which a
+    process that only encodes on the CPU (a prepare worker) or never touches a JPEG (prepare's main process)
+    need not pay for."""
+    import torchvision.io
+
+    return torchvision.io
+
+
 def encode_jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
     """uint8 (N, C, H, W) images, C = 1 or 3, on any device → N JPEG byte strings.
 
-    RGB batches on CUDA are encoded with nvJPEG; everything else with libjpeg-turbo on the CPU
-    (nvJPEG in torchvision encodes only 3-channel images, one at a time).
+    RGB batches on CUDA are encoded with nvJPEG; everything else with Pillow's libjpeg-turbo on the CPU
+    (nvJPEG in torchvision encodes only 3-channel images). Images that are views of (N, H, W, C) frames
+    are encoded without a copy.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {tuple(images.shape)} {images.dtype}")
     if len(images) == 0:
         return []
-    encode_jpeg = getattr(torchvision.io, "encode_jpeg", None)
+    encode_jpeg = getattr(_torchvision_io(), "encode_jpeg", None) if images.is_cuda and images.shape[1] == 3 else None
     if encode_jpeg is None:
         return [_pillow_encode(image, quality) for image in images.cpu()]
-    if images.is_cuda and images.shape[1] == 3:
-        encoded = encode_jpeg(list(images.contiguous()), quality=quality)
-    else:
-        with _one_cpu_thread():  # torchvision's CPU encoder is ~3x slower with intra-op threads
-            encoded = encode_jpeg(list(images.cpu().contiguous()), quality=quality)
-    return [bytes(blob.cpu().numpy()) for blob in encoded]
+    return [bytes(blob.cpu().numpy()) for blob in encode_jpeg(list(images.contiguous()), quality=quality)]
 
 
 def _pillow_encode(image: torch.Tensor, quality: int) -> bytes:
@@ -63,22 +69,9 @@ def _pillow_decode(blob: torch.Tensor, gray: bool) -> torch.Tensor:
 
 def jpeg_codec(device: str | torch.device = "cpu") -> str:
     """Which codec decodes JPEGs on `device`: "nvjpeg", "torchvision" (libjpeg-turbo) or "pillow"."""
-    if getattr(torchvision.io, "decode_jpeg", None) is None:
+    if getattr(_torchvision_io(), "decode_jpeg", None) is None:
         return "pillow"
     return "nvjpeg" if torch.device(device).type == "cuda" else "torchvision"
-
-
-@contextlib.contextmanager
-def _one_cpu_thread():
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | torch.device = "cpu") -> list[torch.Tensor]:
@@ -88,12 +81,13 @@ def decode_jpeg_list(blobs: Sequence[torch.Tensor], gray: bool, device: str | to
     if not blobs:
         return []
     device = torch.device(device)
-    decode_jpeg = getattr(torchvision.io, "decode_jpeg", None)
+    tvio = _torchvision_io()
+    decode_jpeg = getattr(tvio, "decode_jpeg", None)
     try:
         if decode_jpeg is None:
             images = [_pillow_decode(blob, gray) for blob in blobs]
             return images if device.type == "cpu" else [image.to(device) for image in images]
-        mode = torchvision.io.ImageReadMode.GRAY if gray else torchvision.io.ImageReadMode.RGB
+        mode = tvio.ImageReadMode.GRAY if gray else tvio.ImageReadMode.RGB
         if device.type == "cuda":
             return decode_jpeg(list(blobs), mode=mode, device=device)
         return [decode_jpeg(blob, mode=mode) for blob in blobs]

@@ -8,8 +8,10 @@ import multiprocessing
 import sys
 
 # The third-party ones are listed too: Python 3.11's server ignores sys.path changes, so mateffnet itself
-# only preloads when it is installed (or on PYTHONPATH).
-PRELOAD = ["numpy", "torch", "torchvision", "av", "mateffnet.prepare.worker"]
+# only preloads when it is installed (or on PYTHONPATH). Not torchvision: it imports torch._dynamo, which
+# takes as long as torch itself and would hold up the first worker; each worker imports it beside its first
+# decoding (`worker.worker_main`).
+PRELOAD = ["numpy", "torch", "av", "mateffnet.prepare.worker"]
 
 
 def worker_context():
