@@ -1,4 +1,7 @@
 import errno
+import os
+import signal
+import time
 from types import SimpleNamespace
 
 import av
@@ -10,6 +13,7 @@ from mateffnet.io.decode import (
     VideoReader,
     live_frames,
     open_container,
+    open_source,
     output_size,
     parse_size,
     read_video,
@@ -219,3 +223,28 @@ def test_a_network_stream_closed_with_eio_ends_like_a_stream_that_ended(url):
 def test_eio_from_a_camera_or_a_file_is_a_broken_source(source):
     with pytest.raises(VideoDecodeError, match="corrupt"):
         list(live_frames(_ClosingSource(source), _STREAM))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("reader", ["VideoReader", "live_frames"])
+def test_a_reader_freed_in_a_forked_child_does_not_hang_it(tmp_path, video_writer, square_frames, reader):
+    # a DataLoader worker forked while a reader is open (or awaits garbage collection) frees it in the child;
+    # a scaler with threads of its own waited there forever for threads that do not exist in the child
+    path = video_writer(tmp_path / "clip.mp4", square_frames(n=8, height=96, width=128), codec="libx264")
+    if reader == "VideoReader":
+        frames = VideoReader(path, size=48).frames()
+    else:
+        frames = live_frames(*open_source(str(path)), size=48)
+    next(frames)
+    child = os.fork()
+    if child == 0:
+        del frames
+        os._exit(0)
+    deadline = time.monotonic() + 20
+    while (ended := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended == (0, 0):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung freeing the reader")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0

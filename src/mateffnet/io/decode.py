@@ -89,6 +89,13 @@ def output_size(width: int, height: int, size: Size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+# Frames are scaled on the decoding thread. A scaler with threads of its own (PyAV's default, and threads=0)
+# hangs a forked child that frees it, since its threads do not exist there: a DataLoader or multiprocessing
+# worker forked while a reader is open, or while a finished one awaits garbage collection (PyAV 18 and 19).
+# One thread scales the frames of a 1080p or a 340x256 video no slower here (BENCHMARKS.md, "Data loading").
+SCALER_THREADS = 1
+
+
 def _av():
     import av
     import av.logging
@@ -116,7 +123,7 @@ class VideoReader:
 
     `info` and `size` are final once the first frame has been decoded (a display rotation is only
     visible on decoded frames). Use as a context manager. `threads=0` lets FFmpeg pick its decoding
-    and scaling threads; pass 1 when many decoders run in parallel processes.
+    threads; pass 1 when many decoders run in parallel processes. Scaling uses `SCALER_THREADS`.
     """
 
     def __init__(self, path: str | os.PathLike, size: Size = None, threads: int = 0):
@@ -140,7 +147,6 @@ class VideoReader:
             self._stream = self._container.streams.best("video")
             context = self._stream.codec_context
             context.thread_count = threads
-            self._threads = threads
             context.thread_type = "AUTO"
             self.info = _probe(self._stream, self._container)
         except BaseException:
@@ -170,7 +176,6 @@ class VideoReader:
         # One reformatter for the whole video keeps its scaler: `frame.to_ndarray(width=...)` would
         # build a new one per frame, 5-10x slower.
         reformatter = av.video.reformatter.VideoReformatter()
-        threads = self._threads
         width = height = 0
         count = errors = 0
         last_error = ""
@@ -187,7 +192,8 @@ class VideoReader:
                     if count == 0:
                         width, height = self._settle_rotation(frame)
                     image = reformatter.reformat(
-                        frame, width=width, height=height, format="rgb24", interpolation="BILINEAR", threads=threads
+                        frame, width=width, height=height, format="rgb24", interpolation="BILINEAR",
+                        threads=SCALER_THREADS,
                     ).to_ndarray()
                     if self._rotation_k:
                         image = np.ascontiguousarray(np.rot90(image, self._rotation_k))
@@ -383,7 +389,7 @@ def live_frames(container, stream, size: Size = None, keep=None) -> Iterator[tup
                     yield moment, None
                     continue
                 yield moment, reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                                   interpolation="BILINEAR").to_ndarray()
+                                                   interpolation="BILINEAR", threads=SCALER_THREADS).to_ndarray()
     except av.ExitError:  # FFmpeg's read timeout (the `timeout` of `open_source`) interrupted the read
         raise VideoDecodeError(getattr(container, "name", "source"), "corrupt",
                                "no data within the read timeout (the source stalled or the connection broke)") from None
