@@ -19,7 +19,7 @@ def demo_gray_frames(shared_data) -> list[torch.Tensor]:
         gray = (cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2GRAY) for _ in range(60))
     else:
         container = av.open(str(shared_data / KINETICS_DEMO))
-        gray = (frame.to_ndarray(format="gray") for frame in container.decode(video=0))
+        gray = (frame.to_ndarray(format="gray", threads=1) for frame in container.decode(video=0))
     frames = []
     for index, image in enumerate(gray):
         if index % 10 == 0:

@@ -1,6 +1,7 @@
 import errno
 import os
 import signal
+import threading
 import time
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 from mateffnet.io.decode import (
     VideoDecodeError,
     VideoReader,
+    frame_rgb,
     live_frames,
     open_container,
     open_source,
@@ -63,7 +65,8 @@ def test_open_container_keeps_non_utf8_metadata_readable_on_the_installed_pyav(s
 def test_full_size_frames_equal_pyav_rgb(shared_data):
     path = shared_data / "videos/ucf101/Archery/v_Archery_g01_c01.avi"
     with av.open(str(path)) as container:
-        reference = [f.to_ndarray(format="rgb24") for _, f in zip(range(5), container.decode(video=0))]
+        # one scaler thread: PyAV 19 keeps this thread's scaler, and a threaded one hangs forked children
+        reference = [f.to_ndarray(format="rgb24", threads=1) for _, f in zip(range(5), container.decode(video=0))]
     frames, _ = read_video(path, indices=[0, 1, 2, 3, 4])
     np.testing.assert_array_equal(frames, np.stack(reference))
 
@@ -225,6 +228,17 @@ def test_eio_from_a_camera_or_a_file_is_a_broken_source(source):
         list(live_frames(_ClosingSource(source), _STREAM))
 
 
+def _wait_or_kill(child: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while (ended := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended == (0, 0):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung freeing a video scaler")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("reader", ["VideoReader", "live_frames"])
 def test_a_reader_freed_in_a_forked_child_does_not_hang_it(tmp_path, video_writer, square_frames, reader):
@@ -240,11 +254,26 @@ def test_a_reader_freed_in_a_forked_child_does_not_hang_it(tmp_path, video_write
     if child == 0:
         del frames
         os._exit(0)
-    deadline = time.monotonic() + 20
-    while (ended := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if ended == (0, 0):
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        pytest.fail("the forked child hung freeing the reader")
-    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    _wait_or_kill(child)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_frames_converted_on_one_thread_do_not_hang_a_child_forked_from_another(tmp_path, video_writer, square_frames):
+    # PyAV 19 keeps the scaler of a thread's frame conversions; a child forked from another thread (the
+    # loader's) frees this thread's state, and with it that scaler
+    path = video_writer(tmp_path / "clip.mp4", square_frames(n=4, height=96, width=128), codec="libx264")
+    with open_container(path) as container:
+        for frame in container.decode(video=0):
+            assert frame_rgb(frame, 64, 48).shape == (48, 64, 3) and frame_rgb(frame).shape == (96, 128, 3)
+    children = []
+
+    def fork() -> None:
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        children.append(child)
+
+    thread = threading.Thread(target=fork)
+    thread.start()
+    thread.join()
+    _wait_or_kill(children[0])

@@ -155,7 +155,7 @@ def test_lite0_ranks_bow_in_top5_on_a_real_archery_frame(shared_data):
     model.load_state_dict(lite0_pypi_state_dict(model))
     video = shared_data / "videos" / "ucf101" / "Archery" / "v_Archery_g01_c01.avi"
     with open_container(video) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24", threads=1)
     image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
     image = torch.nn.functional.interpolate(image, size=(224, 299), mode="bilinear", antialias=True)
     image = (image[..., 37:261] / 255 - 0.5) / 0.5  # centre crop; Lite0 expects mean 0.5, std 0.5

@@ -21,7 +21,7 @@ from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, output_folder
 from mateffnet.flow import DEFAULT_BOUND, compute_flow, quantize_flow
 from mateffnet.flow.colorwheel import flow_to_color
-from mateffnet.io.decode import Size, output_size, parse_size
+from mateffnet.io.decode import Size, frame_rgb, output_size, parse_size
 from mateffnet.runtime import resolve_device
 
 # On the CPU a flow call holds a few float copies of every frame it gets: a batch gets at most this many pixels
@@ -174,11 +174,7 @@ def _decode_rgb(path: Path, size: Size = None):
             if not container.streams.video:
                 raise MateffnetError(f"{path} has no video stream")
             for frame in container.decode(video=0):
-                if size is None:
-                    yield frame.to_ndarray(format="rgb24")
-                else:
-                    width, height = output_size(frame.width, frame.height, size)
-                    yield frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
+                yield frame_rgb(frame) if size is None else frame_rgb(frame, *output_size(frame.width, frame.height, size))
     except av.error.FFmpegError as error:
         raise MateffnetError(f"cannot decode video {path}: {error}") from None
 

@@ -78,7 +78,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mateffnet.io.decode import open_container
+from mateffnet.io.decode import frame_rgb, open_container
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
@@ -304,7 +304,7 @@ def read_video_frames(path: str | Path) -> np.ndarray:
 
     try:
         with open_container(path) as container:
-            return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+            return np.stack([frame_rgb(frame) for frame in container.decode(video=0)])
     except (av.error.FFmpegError, ValueError) as error:
         raise MateffnetError(f"{path}: cannot decode ({error})") from error
 

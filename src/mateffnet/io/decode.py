@@ -96,6 +96,15 @@ def output_size(width: int, height: int, size: Size) -> tuple[int, int]:
 SCALER_THREADS = 1
 
 
+def frame_rgb(frame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """A decoded PyAV frame → uint8 (H, W, 3) RGB, scaled (bilinear) to width × height if given, on
+    `SCALER_THREADS`: PyAV 19 keeps the scaler of frame conversions for the rest of the calling thread's life."""
+    if width is None:
+        return frame.to_ndarray(format="rgb24", threads=SCALER_THREADS)
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR",
+                          threads=SCALER_THREADS).to_ndarray()
+
+
 def _av():
     import av
     import av.logging
