@@ -15,6 +15,7 @@ import pytest
 
 from mateffnet.cli import main
 from mateffnet.io.store import PackedVideo
+from mateffnet.prepare.pool import _held_unix_sockets
 
 pytest.importorskip("cv2", reason="the prepare tests use Farneback flow (OpenCV)")
 
@@ -257,6 +258,14 @@ def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_tempo
     assert not _alive(worker_pid)  # it would otherwise go on for the rest of the video (~10 s)
     assert temporary.exists() and not (store / "c/long.mfv").exists()
     (forkserver_folder,) = scratch.glob("pymp-*")  # multiprocessing's, with the forkserver's socket
+    # the forkserver ends once it sees its main process gone, but its exit can take seconds on a busy machine,
+    # and a folder whose socket some process still holds is rightly kept
+    deadline = time.monotonic() + 30
+    def forkserver_alive():
+        return any(str(socket) in (_held_unix_sockets() or ()) for socket in forkserver_folder.iterdir())
+
+    while forkserver_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.utime(forkserver_folder, (time.time() - 10, time.time() - 10))
 
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

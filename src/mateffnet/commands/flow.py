@@ -174,7 +174,8 @@ def _decode_rgb(path: Path, size: Size = None):
             if not container.streams.video:
                 raise MateffnetError(f"{path} has no video stream")
             for frame in container.decode(video=0):
-                yield frame_rgb(frame) if size is None else frame_rgb(frame, *output_size(frame.width, frame.height, size))
+                scaled = () if size is None else output_size(frame.width, frame.height, size)
+                yield frame_rgb(frame, *scaled)
     except av.error.FFmpegError as error:
         raise MateffnetError(f"cannot decode video {path}: {error}") from None
 
