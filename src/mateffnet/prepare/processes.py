@@ -9,8 +9,8 @@ import sys
 
 # The third-party ones are listed too: Python 3.11's server ignores sys.path changes, so mateffnet itself
 # only preloads when it is installed (or on PYTHONPATH). Not torchvision: it imports torch._dynamo, which
-# takes as long as torch itself and would hold up the first worker; each worker imports it beside its first
-# decoding (`worker.worker_main`).
+# takes as long as torch itself and would hold up the first worker; the workers need none of it (their JPEGs
+# are encoded with Pillow, `io.jpeg`).
 PRELOAD = ["numpy", "torch", "av", "mateffnet.prepare.worker"]
 
 
