@@ -33,13 +33,14 @@ alike); it is much slower per step, so it does not stand for `mateffnet train`, 
 static batch shape.
 
 `--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
-../shared/data prepared as benchmarks/loader.py does; needs PyAV) at batch 16 and at the largest batch
-that leaves 15 % of the GPU memory free, with their ratio to the synthetic rate (target ≥ 0.9).
+../shared/data prepared as benchmarks/loader.py does; needs PyAV) at every batch size, with their ratio to
+the synthetic rate (target ≥ 0.9): each runs the synthetic default row's step, compiled and captured once.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import sys
@@ -138,8 +139,9 @@ def repeat(*batch):
         yield batch
 
 
-def synthetic(what: str, modality: str, batch: int, args):
-    """(clips/s, peak GiB, first-step seconds, step used) on one uint8 batch kept on the GPU; None: out of memory."""
+def synthetic(what: str, modality: str, batch: int, args, then=None):
+    """(clips/s, peak GiB, first-step seconds, step used, what `then` returned) on one uint8 batch kept on the GPU;
+    None: out of memory. `then(step, clips/s)` runs on our measured step before it is freed (end-to-end rows)."""
     channels = 3 if modality == "rgb" else 2 * args.flow_length
     torch.cuda.reset_peak_memory_stats()
     step = None
@@ -158,11 +160,12 @@ def synthetic(what: str, modality: str, batch: int, args):
         if what not in PEERS:
             used = step.kind
         peak = torch.cuda.max_memory_allocated() / 2**30
-        return rate * batch, peak, first, used
+        extra = then(step, rate * batch) if then is not None and what not in PEERS else None
+        return rate * batch, peak, first, used, extra
     except torch.OutOfMemoryError:
         return None
     except Exception as error:  # noqa: BLE001 - a peer row that breaks must not end the table
-        return 0.0, 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}"
+        return 0.0, 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}", None
     finally:
         del step
         inputs = None
@@ -249,51 +252,59 @@ def label(what: str, used: str) -> str:
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
 
-def end_to_end_rows(modality: str, batches: list[int], fits: dict, args) -> None:
-    """Rows from the packed store, as before; skipped with one line where the store cannot be built."""
+def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | None:
+    """(the stores' items, name → (store, decode on the GPU, description, workers)) of the --inputs rows for
+    `modality`, the stores prepared in `work` (once; a store already there is reused); None, with one line,
+    where they cannot be."""
     try:
-        from loader import build_store, forever, store_dir
+        from loader import build_store, store_dir
 
-        from mateffnet.data.dataset import VideoDataset
-        from mateffnet.data.loader import default_workers, make_loader
+        from mateffnet.data.loader import default_workers
 
-        work = args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))
         items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
         codecs = [name for name in args.inputs if name in FLOW_CODECS] if modality == "flow" else []
         for codec in codecs:
             build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
     except Exception as error:  # noqa: BLE001 - PyAV or the real clips missing on this machine
         print(f"end-to-end rows not run: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-        return
+        return None
     workers = args.workers if args.workers is not None else default_workers()
-    inputs = {"cpu": (work / "store", False, f"packed store, CPU decode ({workers} workers)", workers),
-              "nvjpeg": (work / "store", True, f"packed store, nvJPEG decode ({args.gpu_workers} workers)", args.gpu_workers)}
-    if modality == "flow":
-        for codec in codecs:
-            inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
-    for batch in batches:
-        for name in args.inputs:
-            if name not in inputs:
-                continue
-            store, gpu_decode, text, count = inputs[name]
-            repeat_items = max(1, -(-200 * batch // len(items)))
-            dataset = VideoDataset(items * repeat_items, store, modality, num_segments=args.segments,
-                                   flow_length=args.flow_length, train=True, input_size=224, defer_decode=gpu_decode)
-            loader = make_loader(dataset, batch, device="cuda", workers=count, drop_last=True)
-            step = make_step(modality, args, "default")
-            iterator = forever(loader)
-            try:
-                rate, _ = measure(step, iterator, args.seconds, warmup=3 + count // 4)
-                rate *= batch
-                print(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate:.1f} | "
-                      f"{rate * args.segments:.0f} | | | {rate / fits[batch]:.2f} of synthetic |", flush=True)
-            except torch.OutOfMemoryError:
-                print(f"| {modality} | default | {batch} | {text} | out of memory | | | | |", flush=True)
-            finally:
-                del iterator, loader, step
-                torch._dynamo.reset()
-                gc.collect()
-                torch.cuda.empty_cache()
+    flow_jpeg = ", flow as jpeg" if modality == "flow" else ""
+    inputs = {"cpu": (work / "store", False, f"packed store{flow_jpeg}, CPU decode ({workers} workers)", workers),
+              "nvjpeg": (work / "store", True, f"packed store{flow_jpeg}, nvJPEG decode ({args.gpu_workers} workers)",
+                         args.gpu_workers)}
+    for codec in codecs:
+        inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
+    return items, {name: inputs[name] for name in args.inputs if name in inputs}
+
+
+def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inputs: tuple[list, dict], args) -> list[str]:
+    """Rows of `step` (the synthetic default row's, already compiled and captured for this batch shape) fed by
+    the loader from each store of `inputs`, with their ratio to `synthetic_rate`."""
+    from loader import forever
+
+    from mateffnet.data.dataset import VideoDataset
+    from mateffnet.data.loader import make_loader
+
+    rows, (items, stores) = [], inputs
+    for store, gpu_decode, text, count in stores.values():
+        repeat_items = max(1, -(-200 * batch // len(items)))
+        dataset = VideoDataset(items * repeat_items, store, modality, num_segments=args.segments,
+                               flow_length=args.flow_length, train=True, input_size=224, defer_decode=gpu_decode)
+        loader = make_loader(dataset, batch, device="cuda", workers=count, drop_last=True)
+        iterator = forever(loader)
+        try:
+            rate, _ = measure(step, iterator, args.seconds, warmup=3 + count // 4)
+            rate *= batch
+            rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate:.1f} | "
+                        f"{rate * args.segments:.0f} | | | {rate / synthetic_rate:.2f} of synthetic |")
+        except torch.OutOfMemoryError:
+            rows.append(f"| {modality} | default | {batch} | {text} | out of memory | | | | |")
+        finally:
+            del iterator, loader
+            gc.collect()
+        print(f"measured: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
 
 
 def main() -> int:
@@ -335,33 +346,36 @@ def main() -> int:
           "SGD + clipping + cosine schedule; synthetic uint8 batches on the GPU\n")
     print("| stream | step | batch (clips) | input | clips/s | frames/s | peak GPU memory (GiB) | first step (s) | ÷ best peer |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+    if args.inputs and "default" not in args.steps:
+        print("end-to-end rows not run: they reuse the default row's step (--steps default)")
+    work = (args.store or Path(tempfile.mkdtemp(prefix="mateffnet-train-bench-"))) if args.inputs else None
     for modality in args.streams:
-        fits = {}
+        inputs = end_to_end_inputs(modality, work, args) if work is not None and "default" in args.steps else None
         for batch in args.batch_sizes:
-            peers, rows, fitted = [], [], False
+            peers, rows, fitted, fed = [], [], False, []
             for what in rows_at(batch, args.steps):
-                result = synthetic(what, modality, batch, args)
+                then = None
+                if inputs and what == "default":
+                    then = functools.partial(end_to_end_rows, modality=modality, batch=batch, inputs=inputs, args=args)
+                result = synthetic(what, modality, batch, args, then)
                 if result is None:
                     rows.append((f"| {modality} | {what} | {batch} | synthetic | out of memory | | | |", None))
                     continue
                 fitted = True
-                rate, peak, first, used = result
+                rate, peak, first, used, extra = result
                 if what in PEERS:
                     peers.append(rate)
-                elif what == "default":
-                    fits[batch] = (rate, peak)
+                fed += extra or []
                 rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | "
                              f"{rate * args.segments:.0f} | {peak:.1f} | {first:.1f} |", rate))
                 print(f"measured: {rows[-1][0]}", file=sys.stderr, flush=True)  # progress, in case the run is cut
             best = max(peers, default=0.0)
             for text, rate in rows:  # ratios once every peer row of this batch is in
                 print(f"{text} {f'{rate / best:.2f}' if rate and best else ''} |", flush=True)
+            for text in fed:
+                print(text, flush=True)
             if not fitted:
                 break
-        if args.inputs and fits:
-            total = torch.cuda.get_device_properties(0).total_memory / 2**30
-            roomy = [batch for batch, (_, peak) in fits.items() if peak <= 0.85 * total] or [min(fits)]
-            end_to_end_rows(modality, sorted({min(fits), max(roomy)}), {b: r for b, (r, _) in fits.items()}, args)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
