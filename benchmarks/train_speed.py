@@ -300,6 +300,9 @@ def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inpu
                         f"{rate * args.segments:.0f} | | | {rate / synthetic_rate:.2f} of synthetic |")
         except torch.OutOfMemoryError:
             rows.append(f"| {modality} | default | {batch} | {text} | out of memory | | | | |")
+        except Exception as error:  # noqa: BLE001 - a store that fails must not cost the synthetic row
+            rows.append(f"| {modality} | default | {batch} | {text} | failed: {type(error).__name__}: "
+                        f"{_first_line(error)} | | | | |")
         finally:
             del iterator, loader
             gc.collect()
