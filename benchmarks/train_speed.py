@@ -141,7 +141,7 @@ def repeat(*batch):
 
 def synthetic(what: str, modality: str, batch: int, args, then=None):
     """(clips/s, peak GiB, first-step seconds, step used, what `then` returned) on one uint8 batch kept on the GPU;
-    None: out of memory. `then(step, clips/s)` runs on our measured step before it is freed (end-to-end rows)."""
+    None: out of memory. `then(step, clips/s)` runs on the measured step before it is freed (end-to-end rows)."""
     channels = 3 if modality == "rgb" else 2 * args.flow_length
     torch.cuda.reset_peak_memory_stats()
     step = None
@@ -160,7 +160,7 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
         if what not in PEERS:
             used = step.kind
         peak = torch.cuda.max_memory_allocated() / 2**30
-        extra = then(step, rate * batch) if then is not None and what not in PEERS else None
+        extra = then(step, rate * batch) if then is not None else None
         return rate * batch, peak, first, used, extra
     except torch.OutOfMemoryError:
         return None
@@ -278,7 +278,8 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
     return items, {name: inputs[name] for name in args.inputs if name in inputs}
 
 
-def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inputs: tuple[list, dict], args) -> list[str]:
+def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inputs: tuple[list, dict],
+                    args) -> list[str]:
     """Rows of `step` (the synthetic default row's, already compiled and captured for this batch shape) fed by
     the loader from each store of `inputs`, with their ratio to `synthetic_rate`."""
     from loader import forever
