@@ -13,7 +13,8 @@ loader keeps a GPU busy. Compared on the same quantised flow (BENCHMARKS.md, "Fl
     jpeg (q95)   (the reference)          ~4-5x lz4-near's           up to ~10 at motion edges
 
 Every codec stores one blob per plane and needs no header of its own: the plane size comes from the
-packed file's meta.
+packed file's meta. `decode_flow_batch` decodes the whole planes of a loader batch at once: on a CUDA device
+with nvJPEG (jpeg) or nvCOMP (`mateffnet.io.nvcomp`: the LZ4 and zstd codecs), on the CPU one by one.
 
 - "lz4": an LZ4 block (high-compression level `LZ4_LEVEL`) of the raw uint8 rows.
 - "zstd": a zstd frame (level `ZSTD_LEVEL`, content size in its header) of the raw uint8 rows.
@@ -38,6 +39,7 @@ from mateffnet.errors import MateffnetError
 
 FLOW_CODECS = ("lz4-near", "zstd-near", "lz4", "zstd", "jpeg")
 NEAR_CODECS = ("lz4-near", "zstd-near")
+NVCOMP_CODECS = ("lz4-near", "zstd-near", "lz4", "zstd")  # decoded on a CUDA GPU by nvCOMP (`decode_flow_batch`)
 DEFAULT_FLOW_CODEC = "lz4-near"
 # LZ4-HC level: 4 encodes ~1.6 ms per field on one core (a 16-core machine keeps up with the GPU
 # TV-L1 of `prepare`); level 9 is 8 % smaller but 12x slower to encode, and decodes no faster.
@@ -99,6 +101,69 @@ def decode_flow_planes(blobs: Sequence[torch.Tensor], codec: str, height: int, w
     if near:
         out.clamp_min_(1).sub_(1)  # max(3c, 1) - 1 (numpy's maximum with a scalar is not vectorised)
     return out
+
+
+def pack_blobs(blobs: Sequence[torch.Tensor], codec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored planes → (their bytes concatenated, their lengths) as `decode_flow_batch` reads them: JPEGs back to
+    back, the other codecs' blobs each padded with zeros to a multiple of `nvcomp.ALIGNMENT` bytes (so packed
+    samples concatenated are packed too)."""
+    lengths = torch.tensor([len(blob) for blob in blobs], dtype=torch.long)
+    if codec == "jpeg" or not blobs:
+        return (torch.cat(list(blobs)) if blobs else torch.empty(0, dtype=torch.uint8)), lengths
+    padded = _padded(lengths, codec)
+    data = torch.zeros(int(padded.sum()), dtype=torch.uint8)
+    for start, blob in zip(blob_starts(lengths, codec).tolist(), blobs):
+        data[start : start + len(blob)] = blob
+    return data, lengths
+
+
+def blob_starts(lengths: torch.Tensor, codec: str) -> torch.Tensor:
+    """Where each blob of `pack_blobs(blobs, codec)` starts."""
+    padded = _padded(lengths, codec)
+    return torch.cumsum(padded, 0) - padded
+
+
+def _padded(lengths: torch.Tensor, codec: str) -> torch.Tensor:
+    from mateffnet.io.nvcomp import ALIGNMENT
+
+    return lengths if codec == "jpeg" else (lengths + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def decode_flow_batch(data: torch.Tensor, lengths: torch.Tensor, codec: str, shapes: Sequence[tuple[int, int]],
+                      device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """The planes of samples packed by `pack_blobs` and concatenated, `len(lengths) // len(shapes)` a sample of
+    (height, width) `shapes[s]` → per sample uint8 (n, H, W) on `device`: decoded there in one batch on CUDA,
+    on the CPU one by one."""
+    check_flow_codec(codec)
+    device = torch.device(device)
+    per = len(lengths) // len(shapes)
+    if codec == "jpeg":
+        from mateffnet.io.jpeg import decode_jpeg_list
+
+        images = decode_jpeg_list(torch.split(data, lengths.tolist()), gray=True, device=device)
+        return [torch.stack(images[s * per : (s + 1) * per])[:, 0] for s in range(len(shapes))]
+    starts = blob_starts(lengths, codec)
+    sizes = torch.tensor([h * w for h, w in shapes], dtype=torch.long).repeat_interleave(per)
+    if device.type == "cuda":
+        from mateffnet.io.nvcomp import decompress
+
+        out, offsets = decompress(data.to(device, non_blocking=True), starts, lengths, sizes, codec.split("-")[0])
+    else:
+        out, offsets = torch.empty(int(sizes.sum()), dtype=torch.uint8), torch.cumsum(sizes, 0) - sizes
+        whole = out.numpy()
+        for i, (start, length, offset) in enumerate(torch.stack([starts, lengths, offsets], 1).tolist()):
+            height, width = shapes[i // per]
+            whole[offset : offset + height * width] = _decompress(data[start : start + length], codec, height,
+                                                                  width).reshape(-1)
+    if codec in NEAR_CODECS:
+        out.mul_(NEAR_STEP).clamp_(min=1).sub_(1)  # max(3c, 1) - 1
+    samples, offsets = [], offsets.tolist()
+    for s, (height, width) in enumerate(shapes):
+        first = offsets[s * per]
+        stride = offsets[s * per + 1] - first if per > 1 else height * width  # nvCOMP's planes are padded
+        planes = out[first : first + per * stride].view(per, stride)[:, : height * width]
+        samples.append(planes.unflatten(1, (height, width)))
+    return samples
 
 
 def copy_region(target: np.ndarray, region: np.ndarray, mirror: bool) -> None:
