@@ -96,7 +96,8 @@ class DataConfig:
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
     workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; 4 with GPU decoding)',
                               AT_LEAST_ZERO)
-    decode: str = opt("auto", 'where images are decoded: auto = cpu (loader workers) | gpu (nvJPEG; JPEG only, for few cores per GPU)')
+    decode: str = opt("auto", 'where images are decoded: auto = flow stored as LZ4/zstd on the GPU (nvCOMP, if installed), '
+                      'the rest by CPU loader workers | cpu | gpu (nvJPEG and nvCOMP, for few cores per GPU)')
     classes: str | None = opt(None, 'file of class names, one a line in label order (list and folders formats)')
     videos: str | None = opt(None, 'source video folder; needed by format "folders" (video ids are paths under it)')
     train_crop: str = opt("random", 'random (the paper: random crops of 7/8 of the short side) | multiscale (TSN)')

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mateffnet.io.annotations import VideoItem
-from mateffnet.data.dataset import VideoDataset, collate_jpeg_clips, decode_batch
+from mateffnet.data.dataset import VideoDataset, collate_encoded_clips, decode_batch
+from mateffnet.data.loader import deferred_workers, make_loader
 from mateffnet.errors import MateffnetError
 from tests.helpers.uniform_store import ITEMS, flow_values, frame_numbers, write_store, write_uniform_video
 
@@ -82,25 +83,60 @@ def test_deferred_decoding_gives_the_same_samples(store, modality, train):
         torch.manual_seed(seed)
         expected = [eager[i] for i in range(2)]
         torch.manual_seed(seed)
-        batch = collate_jpeg_clips([deferred[i] for i in range(2)])
+        batch = collate_encoded_clips([deferred[i] for i in range(2)])
         clips = decode_batch(batch, "cpu")
         assert torch.equal(clips, torch.stack([e[0] for e in expected]))
         assert batch.labels.tolist() == [3, 1]
 
 
-def test_lz4_flow_gives_the_same_clips_and_is_decoded_by_the_workers(store, tmp_path):
-    lz4_store = tmp_path / "lz4"
-    write_uniform_video(lz4_store, "a/long", 20, flow_codec="lz4")
-    write_uniform_video(lz4_store, "b/short", 5, flow_codec="lz4")
-    kwargs = dict(num_segments=3, flow_length=3, input_size=40, train_crop="multiscale", seed=5)
-    jpeg = VideoDataset(ITEMS, store, "flow", **kwargs)
-    lz4 = VideoDataset(ITEMS, lz4_store, "flow", defer_decode=True, **kwargs)
-    assert not lz4.defer_decode  # nvJPEG decodes only JPEG; LZ4 is cheap on the CPU
-    for i in range(2):
-        assert torch.equal(lz4[i][0], jpeg[i][0])
-    mixed = VideoDataset(ITEMS, store, "flow", defer_decode=True, **kwargs)
+@pytest.mark.parametrize("codec", ["lz4", "lz4-near", "zstd-near"])
+@pytest.mark.parametrize("train", [True, False])
+def test_flow_of_the_fast_codecs_deferred_to_nvcomp_gives_the_workers_clips(tmp_path, monkeypatch, codec, train):
+    monkeypatch.setattr("mateffnet.data.dataset.nvcomp_available", lambda: True)
+    fast = tmp_path / codec
+    write_uniform_video(fast, "a/long", 20, flow_codec=codec)
+    write_uniform_video(fast, "b/short", 5, flow_codec=codec)
+    kwargs = dict(num_segments=3, flow_length=3, input_size=40, train=train, num_crops=3, train_crop="multiscale", seed=5)
+    eager = VideoDataset(ITEMS, fast, "flow", **kwargs)
+    deferred = VideoDataset(ITEMS, fast, "flow", defer_decode=True, **kwargs)
+    assert deferred.defer_decode
+    batch = collate_encoded_clips([deferred[i] for i in range(2)])
+    assert batch.codec == codec
+    assert torch.equal(decode_batch(batch, "cpu"), torch.stack([eager[i][0] for i in range(2)]))
+
+
+def test_flow_of_the_fast_codecs_is_decoded_by_the_workers_without_nvcomp(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("mateffnet.data.dataset.nvcomp_available", lambda: False)
+    write_uniform_video(tmp_path, "a/long", 20, flow_codec="lz4-near")
+    with caplog.at_level(logging.INFO, logger="mateffnet"):
+        dataset = VideoDataset(ITEMS[:1], tmp_path, "flow", defer_decode=True)
+    assert not dataset.defer_decode
+    assert "decoded by the loader workers (GPU decoding needs nvCOMP: pip install nvidia-libnvcomp" in caplog.text
+
+
+@pytest.mark.parametrize("codec, modality, installed, deferred", [
+    ("lz4-near", "flow", True, True), ("zstd-near", "flow", True, True), ("jpeg", "flow", True, False),
+    ("lz4-near", "rgb", True, False), ("lz4-near", "flow", False, False),
+])
+def test_auto_defers_only_flow_of_nvcomp_codecs_where_nvcomp_is_installed(tmp_path, monkeypatch, codec, modality,
+                                                                          installed, deferred):
+    monkeypatch.setattr("mateffnet.data.dataset.nvcomp_available", lambda: installed)
+    write_uniform_video(tmp_path, "a/long", 20, flow_codec=codec)
+    dataset = VideoDataset(ITEMS[:1], tmp_path, modality, defer_decode="auto")
+    assert dataset.defer_decode is deferred
+    loader = make_loader(dataset, 2, workers=0)
+    assert loader.mode == ("deferred" if deferred else "plain")
+    stored = f"flow as {codec}" if modality == "flow" else "RGB JPEGs"
+    assert loader.describe() == (f"{stored}, decoded on cpu by nvCOMP (0 workers read it)" if deferred
+                                 else f"{stored}, decoded by this process")
+    monkeypatch.setattr("mateffnet.data.loader.cpu_cores", lambda: 16)
+    assert deferred_workers(dataset) == (6 if modality == "flow" and codec != "jpeg" else 4)  # nvCOMP / nvJPEG
+
+
+def test_a_store_of_two_flow_codecs_is_refused_when_decoding_on_the_gpu(store):
+    mixed = VideoDataset(ITEMS, store, "flow", defer_decode=True, num_segments=3, flow_length=3, input_size=40)
     write_uniform_video(store, "b/short", 5, flow_codec="lz4")
-    with pytest.raises(MateffnetError, match=r"short\.mfv: flow stored as lz4, not JPEG, in a store of JPEG flow"):
+    with pytest.raises(MateffnetError, match=r"short\.mfv: flow stored as lz4, not jpeg, in a store of jpeg flow"):
         mixed[1]
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mateffnet.config import config_from_dict
-from mateffnet.engine.build import (ShardSampler, build_model, check_batch_split, evaluation_items, freeze_bn_parameters,
-                                    lr_factor, make_optimizer, resolve_precision, set_bn_mode)
+from mateffnet.engine.build import (ShardSampler, build_model, check_batch_split, decodes_on_gpu, evaluation_items,
+                                    freeze_bn_parameters, lr_factor, make_optimizer, resolve_precision, set_bn_mode)
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 
@@ -70,3 +70,11 @@ def test_partial_bn_fixes_every_norm_layer_but_the_first():
 def test_auto_precision_is_fp32_on_the_cpu():
     assert resolve_precision("auto", torch.device("cpu")) == torch.float32
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+@pytest.mark.parametrize("decode, device, expected", [
+    ("auto", "cuda", "auto"), ("gpu", "cuda", True), ("cpu", "cuda", False), ("auto", "cpu", False), ("gpu", "cpu", False),
+])
+def test_data_decode_chooses_where_images_are_decoded(decode, device, expected):
+    data = config_from_dict({"data": {"decode": decode}}).data
+    assert decodes_on_gpu(data, torch.device(device)) == expected

@@ -9,10 +9,11 @@ Two ways to decode, same samples:
 
 - in the DataLoader workers (`defer_decode=False`): workers decode JPEGs with libjpeg-turbo (and
   LZ4 flow), crop, flip, and hand over finished uint8 clips;
-- on the device (`defer_decode=True`, for a GPU): workers only read the JPEG bytes and draw the
-  sampling positions and crops; `decode_batch` decodes the whole batch with nvJPEG in one call and
-  crops/flips on the GPU. Workers then move ~1 MB per flow clip instead of ~8 MB, and the CPU
-  does no pixel work. `decode_batch` runs on the CPU too (that is how it is tested here).
+- on the device (`defer_decode=True`, for a GPU): workers only read the stored bytes and draw the
+  sampling positions and crops; `decode_batch` decodes the whole batch in one call (nvJPEG for JPEG,
+  nvCOMP for flow stored as LZ4 or zstd: `mateffnet.io.flowcodec.decode_flow_batch`) and crops/flips on
+  the GPU. Workers then move ~0.5-1 MB per flow clip instead of ~8 MB, and the CPU does no pixel work.
+  `decode_batch` runs on the CPU too (that is how it is tested here).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import torch
 
 from mateffnet.config import DEFAULT_BOUND, MODALITIES
 from mateffnet.io.annotations import VideoItem, missing_summary
+from mateffnet.io.flowcodec import NVCOMP_CODECS, decode_flow_batch, pack_blobs
 from mateffnet.io.jpeg import decode_jpeg_list
+from mateffnet.io.nvcomp import INSTALL_HINT, available as nvcomp_available
 from mateffnet.io.rawframes import RawFrames
 from mateffnet.data.sampling import clip_indices
 from mateffnet.io.store import REDO_HINT, PackedVideo, StoreError, store_path
@@ -67,10 +70,11 @@ class SampleKey:
 
 
 @dataclasses.dataclass
-class JpegClip:
-    """A sample before decoding: its JPEG bytes and the crops to apply once decoded."""
+class EncodedClip:
+    """A sample before decoding: its stored images (RGB JPEGs, or flow planes in `codec`) and the crops to
+    apply once decoded."""
 
-    data: torch.Tensor  # uint8 (bytes,): the JPEGs, concatenated
+    data: torch.Tensor  # uint8 (bytes,): the images as `flowcodec.pack_blobs` packs them
     lengths: torch.Tensor  # int64 (images,)
     crops: torch.Tensor  # int64 (views, 5): top, left, height, width, flip
     label: int
@@ -78,10 +82,12 @@ class JpegClip:
     num_segments: int
     size: int
     views: bool  # test sample: decodes to (V, T, C, S, S)
+    codec: str  # "jpeg" for RGB frames
+    shape: tuple[int, int]  # (height, width) of the stored images
 
 
 @dataclasses.dataclass
-class JpegBatch:
+class EncodedBatch:
     data: torch.Tensor
     lengths: torch.Tensor
     images_per_sample: int
@@ -91,17 +97,22 @@ class JpegBatch:
     num_segments: int
     size: int
     views: bool
+    codec: str
+    shapes: list[tuple[int, int]]  # per sample
 
-    def pin_memory(self) -> "JpegBatch":
+    def pin_memory(self) -> "EncodedBatch":
         return dataclasses.replace(self, data=self.data.pin_memory())
 
 
-def collate_jpeg_clips(samples: Sequence[JpegClip]) -> JpegBatch:
+def collate_encoded_clips(samples: Sequence[EncodedClip]) -> EncodedBatch:
     first = samples[0]
     counts = {len(s.lengths) for s in samples}
     if len(counts) != 1:
         raise ValueError(f"samples of one batch have different image counts: {sorted(counts)}")
-    return JpegBatch(
+    codecs = {s.codec for s in samples}
+    if len(codecs) != 1:
+        raise MateffnetError(f"samples of one batch are stored in different flow codecs: {', '.join(sorted(codecs))}")
+    return EncodedBatch(
         data=torch.cat([s.data for s in samples]),
         lengths=torch.cat([s.lengths for s in samples]),
         images_per_sample=counts.pop(),
@@ -111,19 +122,23 @@ def collate_jpeg_clips(samples: Sequence[JpegClip]) -> JpegBatch:
         num_segments=first.num_segments,
         size=first.size,
         views=first.views,
+        codec=first.codec,
+        shapes=[s.shape for s in samples],
     )
 
 
-def decode_batch(batch: JpegBatch, device: str | torch.device = "cuda") -> torch.Tensor:
-    """Decode a deferred batch on `device` (nvJPEG on CUDA, one call for the whole batch) and crop
+def decode_batch(batch: EncodedBatch, device: str | torch.device = "cuda") -> torch.Tensor:
+    """Decode a deferred batch on `device` (one nvJPEG or nvCOMP call for the whole batch on CUDA) and crop
     and flip there → uint8 (B, T, C, S, S), or (B, V, T, C, S, S) for test views."""
-    blobs = list(torch.split(batch.data, batch.lengths.tolist()))
-    images = decode_jpeg_list(blobs, gray=batch.flow, device=device)
-    per = batch.images_per_sample
+    if batch.flow:
+        stacks = decode_flow_batch(batch.data, batch.lengths, batch.codec, batch.shapes, device)
+    else:
+        images = decode_jpeg_list(list(torch.split(batch.data, batch.lengths.tolist())), gray=False, device=device)
+        per = batch.images_per_sample
+        stacks = [torch.stack(images[b * per : (b + 1) * per]) for b in range(len(batch.shapes))]
     clips = []
-    for b, crops in enumerate(batch.crops.tolist()):
-        stack = torch.stack(images[b * per : (b + 1) * per])  # (n, c, H, W)
-        clip = stack.view(batch.num_segments, -1, *stack.shape[-2:])
+    for stack, crops in zip(stacks, batch.crops.tolist()):
+        clip = stack.view(batch.num_segments, -1, *stack.shape[-2:])  # (T, C, H, W)
         views = [apply_crop(clip, Crop(t, l, h, w, bool(f)), batch.size, batch.flow) for t, l, h, w, f in crops]
         clips.append(torch.stack(views) if batch.views else views[0])
     return torch.stack(clips)
@@ -136,6 +151,8 @@ class VideoDataset(torch.utils.data.Dataset):
     train: random positions, random crop (`train_crop` "random" as the paper or "multiscale" as
     TSN) and flip, else centred positions and `num_crops` test crops (1, 3 or 10);
     input_size: S, from the model config; scales: the multi-scale crop's fractions of the short side;
+    defer_decode: decode on the device (`decode_batch`): True, False, or "auto" = only flow stored in an nvCOMP codec
+    (`flowcodec.NVCOMP_CODECS`) where nvCOMP is installed;
     seed: with `set_epoch`, makes every training sample a function of (seed, epoch, index). Items whose
     video is not in `root` are left out with one summary line in the log (`self.missing`).
     """
@@ -152,7 +169,7 @@ class VideoDataset(torch.utils.data.Dataset):
         train_crop: str = "random",
         flip: bool = True,
         num_crops: int = 1,
-        defer_decode: bool = False,
+        defer_decode: bool | str = False,
         flow_bound: float = DEFAULT_BOUND,
         scales: Sequence[float] = TSN_SCALES,
         seed: int = 0,
@@ -164,7 +181,7 @@ class VideoDataset(torch.utils.data.Dataset):
             raise MateffnetError(f"unknown training crop {train_crop!r}; expected 'random' or 'multiscale'")
         if num_crops not in (1, 3, 10):
             raise MateffnetError(f"number of test crops must be 1, 3 or 10, got {num_crops}")
-        if damaged not in DAMAGED_POLICIES or (damaged == "skip" and (train or defer_decode)):
+        if damaged not in DAMAGED_POLICIES or (damaged == "skip" and (train or defer_decode is True)):
             raise MateffnetError(f"damaged={damaged!r}: expected 'stop', or 'skip' for test sets decoded by the workers")
         self.damaged = damaged
         self.root = Path(root)
@@ -184,11 +201,15 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.paths.append(path)
         if self.missing:
             log.warning("%s (not prepared in %s)", missing_summary(self.missing, len(items)), self.root)
-        if defer_decode and modality == "flow" and self.paths:
-            codec = open_video(self.paths[0], flow_bound).flow_codec
-            if codec != "jpeg":  # LZ4 decodes ~3x faster than JPEG on a CPU core; nvJPEG decodes only JPEG
-                log.info("flow stored as %s in %s: decoded by the loader workers, not on the GPU", codec, self.root)
+        self.flow_codec = "jpeg"  # of the first video's flow; "jpeg" for RGB
+        if modality == "flow" and self.paths:
+            self.flow_codec = open_video(self.paths[0], flow_bound).flow_codec or "jpeg"
+            if defer_decode and self.flow_codec != "jpeg" and not nvcomp_available():
+                log.info("flow stored as %s in %s: decoded by the loader workers (GPU decoding needs nvCOMP: %s)",
+                         self.flow_codec, self.root, INSTALL_HINT)
                 self.defer_decode = False
+        if defer_decode == "auto":
+            self.defer_decode = self.flow_codec in NVCOMP_CODECS and nvcomp_available() and damaged == "stop"
         if train and any(item.label < 0 for item in self.items):
             unlabelled = next(item for item in self.items if item.label < 0)
             raise MateffnetError(f"video {unlabelled.video_id} has no label; training needs labelled videos")
@@ -248,19 +269,23 @@ class VideoDataset(torch.utils.data.Dataset):
         crops = self._crops(video.height, video.width, generator)
         flow = self.modality == "flow"
         if self.defer_decode:
-            if flow and video.flow_codec != "jpeg":
-                raise MateffnetError(f"{video.path}: flow stored as {video.flow_codec}, not JPEG, in a store of JPEG flow "
-                                     "(prepared with different --flow-codec?); GPU decoding needs JPEG")
-            blobs = video.flow_blobs(positions) if flow else video.rgb_jpegs(positions)
-            return JpegClip(
-                data=torch.cat(blobs),
-                lengths=torch.tensor([len(b) for b in blobs], dtype=torch.long),
+            codec = (video.flow_codec or "jpeg") if flow else "jpeg"
+            if codec != (self.flow_codec if flow else "jpeg"):
+                raise MateffnetError(f"{video.path}: flow stored as {codec}, not {self.flow_codec}, in a store of "
+                                     f"{self.flow_codec} flow (prepared with different --flow-codec?); GPU decoding "
+                                     "needs one codec per store")
+            data, lengths = pack_blobs(video.flow_blobs(positions) if flow else video.rgb_jpegs(positions), codec)
+            return EncodedClip(
+                data=data,
+                lengths=lengths,
                 crops=torch.tensor([[c.top, c.left, c.height, c.width, int(c.flip)] for c in crops], dtype=torch.long),
                 label=item.label,
                 flow=flow,
                 num_segments=self.num_segments,
                 size=self.input_size,
                 views=not self.train,
+                codec=codec,
+                shape=(video.height, video.width),
             )
         if self.train:
             return self._training_clip(video, positions, crops[0], out), item.label

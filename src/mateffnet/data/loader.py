@@ -8,8 +8,9 @@
   slot once its copy is done. The usual path hands every batch over in a fresh shared-memory
   segment that the pin-memory thread copies page by page, which tops out below the flow stream's
   training rate on a fast GPU (BENCHMARKS.md).
-- deferred (`VideoDataset(defer_decode=True)`): workers hand over JPEG bytes; a background thread
-  decodes each batch with nvJPEG (`decode_batch`) one batch ahead of training.
+- deferred (`VideoDataset(defer_decode=True)`): workers hand over the stored bytes; a background thread
+  decodes each batch on the GPU (`decode_batch`: nvJPEG, or nvCOMP for LZ4/zstd flow) one batch ahead of
+  training.
 - plain: the DataLoader's own batching (CPU runs, and datasets of other kinds).
 
 Each index travels to the workers with the epoch it is drawn in (`SampleKey`): persistent workers
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 
 import torch
 
-from mateffnet.data.dataset import SampleKey, VideoDataset, collate_jpeg_clips, decode_batch
+from mateffnet.data.dataset import SampleKey, VideoDataset, collate_encoded_clips, decode_batch
 from mateffnet.errors import MateffnetError
 from mateffnet.runtime import cores_per_process, cpu_cores
 
@@ -136,6 +137,18 @@ class VideoLoader:
     @property
     def mode(self) -> str:
         return "ring" if self.ring is not None else "deferred" if self.deferred else "plain"
+
+    def describe(self) -> str:
+        """Where the clips are decoded, for the start of training: e.g. "flow as lz4-near, decoded on cuda by nvCOMP
+        (6 workers read it)"."""
+        workers = self.loader.num_workers
+        flow = getattr(self.dataset, "modality", None) == "flow"
+        stored = f"flow as {getattr(self.dataset, 'flow_codec', 'jpeg')}" if flow else "RGB JPEGs"
+        if self.deferred:
+            decoder = "nvCOMP" if flow and self.dataset.flow_codec != "jpeg" else "nvJPEG"
+            return f"{stored}, decoded on {self.device} by {decoder} ({workers} workers read it)"
+        where = f"{workers} CPU workers" if workers else "this process"
+        return f"{stored}, decoded by {where}{' into a pinned ring' if self.pinned else ''}"
 
     def __len__(self) -> int:
         if self.ring is None:
@@ -261,7 +274,7 @@ def make_loader(
     """A loader that yields (clips, labels) on `device`.
 
     Defaults: shuffle and drop_last when the dataset trains; workers = `default_workers()` when
-    workers decode, 4 when decoding is deferred to the device; persistent workers, at a lower CPU
+    workers decode, `deferred_workers()` when decoding is deferred to the device; persistent workers, at a lower CPU
     priority (nice +10) than this process, whose one thread launches the GPU work and must not wait
     for a core; prefetching of 2 batches per worker (4 deferred; 4 clips per worker on the ring). `sampler` (e.g. a
     DistributedSampler) replaces shuffling. `ring`: None uses the pinned ring on CUDA when workers
@@ -271,7 +284,7 @@ def make_loader(
     device = torch.device(device)
     deferred = getattr(dataset, "defer_decode", False)  # any map-style dataset of (clip, label) works too
     if workers is None:
-        workers = min(4, cpu_cores()) if deferred else default_workers()
+        workers = deferred_workers(dataset) if deferred else default_workers()
     train = getattr(dataset, "train", True)
     drop_last = train if drop_last is None else drop_last
     if sampler is None:
@@ -306,7 +319,7 @@ def make_loader(
         sampler=EpochSampler(sampler, dataset) if keyed else sampler,
         drop_last=drop_last,
         num_workers=workers,
-        collate_fn=collate_jpeg_clips if deferred else None,
+        collate_fn=collate_encoded_clips if deferred else None,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=prefetch if workers > 0 else None,
@@ -335,6 +348,13 @@ def default_workers() -> int:
     them for cores."""
     cores = cores_per_process()
     return max(1, cores - 1 - cores // 4)
+
+
+def deferred_workers(dataset) -> int:
+    """Workers that only read stored bytes for the GPU to decode: 6 for flow of nvCOMP's codecs, 4 for nvJPEG
+    (a flow clip of LZ4 or zstd is ~0.5 MB to read and check; nvCOMP decodes faster than 4 of them read)."""
+    flow_codec = getattr(dataset, "flow_codec", "jpeg") if getattr(dataset, "modality", "rgb") == "flow" else "jpeg"
+    return min(4 if flow_codec == "jpeg" else 6, cpu_cores())
 
 
 def _lower_priority(worker_id: int) -> None:

@@ -90,10 +90,13 @@ def input_size(config: ExperimentConfig) -> int:
     return config.model.input_size or default_input_size(config.model.backbone)
 
 
-def decodes_on_gpu(data: DataConfig, device: torch.device) -> bool:
-    """data.decode: "gpu" (nvJPEG, on CUDA), "cpu", or "auto": CPU workers, which fed both streams faster than
-    nvJPEG sharing the GPU with training did (BENCHMARKS.md)."""
-    return data.decode == "gpu" and device.type == "cuda"
+def decodes_on_gpu(data: DataConfig, device: torch.device) -> bool | str:
+    """`VideoDataset(defer_decode=...)` for data.decode: "gpu" (nvJPEG / nvCOMP, on CUDA), "cpu", or "auto" (on
+    CUDA): flow stored as LZ4 or zstd on the GPU by nvCOMP where it is installed, everything else by CPU workers,
+    which fed RGB faster than nvJPEG sharing the GPU with training did (BENCHMARKS.md)."""
+    if device.type != "cuda" or data.decode == "cpu":
+        return False
+    return True if data.decode == "gpu" else "auto"
 
 
 def make_dataset(config: ExperimentConfig, items: list[VideoItem], train: bool, device: torch.device,

@@ -151,7 +151,7 @@ def evaluate_streams(data: DataConfig, model_dirs: dict, out_dir, weights: tuple
             dataset = VideoDataset(items, data.path(data.store), config.modality,
                                    num_segments=segments or data.test_segments, flow_length=config.flow_length,
                                    train=False, input_size=config.input_size, num_crops=crops or data.test_crops,
-                                   defer_decode=decodes_on_gpu(data, ctx.device) and damaged == "stop",
+                                   defer_decode=decodes_on_gpu(data, ctx.device) if damaged == "stop" else False,
                                    flow_bound=config.flow_bound, damaged=damaged)
             if len(dataset) == 0:
                 raise MateffnetError(f"none of the {len(items)} test videos is prepared in {data.path(data.store)}")

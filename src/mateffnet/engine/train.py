@@ -78,6 +78,8 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     freeze_bn_parameters(model, tc.bn)
 
     train_loader = make_train_loader(train_set, tc.batch_size // ctx.world_size, config.data.workers, tc.seed, ctx)
+    if ctx.is_main:
+        print(f"data: {train_loader.describe()}")
     steps_per_epoch = len(train_loader) if tc.max_steps_per_epoch is None else min(len(train_loader), tc.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise MateffnetError(
