@@ -45,6 +45,7 @@ import torch
 from mateffnet.io.annotations import VideoItem, folders
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.data.loader import default_workers, make_loader
+from mateffnet.io import nvcomp
 from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC
 from mateffnet.io.store import PackedVideo, store_path
 from mateffnet.prepare.job import PrepareOptions, prepare_videos
@@ -109,6 +110,9 @@ def main() -> int:
         if cuda and "gpu" not in skip:
             rows.append((modality, f"packed, GPU decode nvJPEG ({gpu_workers} workers)",
                          _loader_rate(items, work / "store", modality, True, device, gpu_workers, args)))
+            for codec in OTHER_FLOW_CODECS if modality == "flow" and nvcomp.available() else ():
+                rows.append((modality, f"packed, flow as {codec}, GPU decode nvCOMP ({gpu_workers} workers)",
+                             _loader_rate(items, store_dir(work, codec), modality, True, device, gpu_workers, args)))
         rows.append((modality, "StreamNet training, bf16, channels_last", train))
     _print_table(rows)
     if args.store is None:
@@ -130,7 +134,7 @@ def _machine() -> str:
 
 
 # Flow codecs measured beside JPEG (which the "store" folder holds, with the RGB frames).
-OTHER_FLOW_CODECS = ("lz4", DEFAULT_FLOW_CODEC)
+OTHER_FLOW_CODECS = ("lz4", DEFAULT_FLOW_CODEC, "zstd-near")
 
 
 def store_dir(work: Path, flow_codec: str = "jpeg") -> Path:
@@ -159,6 +163,8 @@ def build_store(work: Path, size: int, flow_method: str | None, device: torch.de
 def _synthetic_videos(folder: Path) -> Path:
     """Ten 6-second 320x240 H.264 videos of a moving texture (when the real clips are absent)."""
     import av
+
+    from mateffnet.io.decode import open_container
 
     for v in range(10):
         path = folder / f"class{v % 3}" / f"video{v}.mp4"
@@ -274,8 +280,12 @@ def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
         decode_flow_planes(other[:4], codec, video.height, video.width)
         started = time.perf_counter()
         decode_flow_planes(other, codec, video.height, video.width)
-        print(f"  {f'flow as {codec}':<17} CPU, 1 core:               {len(other) / (time.perf_counter() - started):9,.0f}")
+        line = f"  {f'flow as {codec}':<17} CPU, 1 core:               {len(other) / (time.perf_counter() - started):9,.0f}"
         torch.set_num_threads(threads)
+        if cuda and nvcomp.available():
+            line += "   GPU nvCOMP, batches of " + ", ".join(
+                f"{count}: {rate:9,.0f}" for count, rate in _nvcomp_rates(other, codec, video.height, video.width))
+        print(line)
     for name, blobs, gray in (("flow (1-channel)", flow, True), ("RGB", rgb, False)):
         torch.set_num_threads(1)
         decode_jpeg_list(blobs[:4], gray)
@@ -294,6 +304,24 @@ def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
             torch.cuda.synchronize()
             line += f"   GPU nvJPEG, batches of 2560: {3 * len(batch) / (time.perf_counter() - started):9,.0f}"
         print(line)
+
+
+def _nvcomp_rates(blobs: list, codec: str, height: int, width: int) -> list[tuple[int, float]]:
+    """Planes/s decoded by nvCOMP in batches of one flow batch of 16 and of 128 clips (x 8 x 20 planes)."""
+    from mateffnet.io.flowcodec import decode_flow_batch, pack_blobs
+
+    rates = []
+    for count in (2560, 20480):
+        data, lengths = pack_blobs((blobs * (count // len(blobs) + 1))[:count], codec)
+        data = data.pin_memory()
+        decode_flow_batch(data, lengths, codec, [(height, width)], "cuda")
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(3):
+            decode_flow_batch(data, lengths, codec, [(height, width)], "cuda")
+        torch.cuda.synchronize()
+        rates.append((count, 3 * count / (time.perf_counter() - started)))
+    return rates
 
 
 def _loader_rate(items, root: Path, modality: str, defer: bool, device: torch.device, workers: int, args) -> float:

@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py                              # on a CUDA machine
     python benchmarks/train_speed.py --streams flow --batch-sizes 16 64 --seconds 10
     python benchmarks/train_speed.py --steps default eager --batch-sizes 16 --inputs cpu lz4
-    python benchmarks/train_speed.py --streams flow --inputs cpu lz4 lz4-near zstd-near
+    python benchmarks/train_speed.py --streams flow --inputs cpu lz4 lz4-near zstd-near lz4-near+nvcomp
 
 For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10) and batch size (clips),
 with the same uint8 batch on the GPU every step (synthetic: no loader), the training step of
@@ -262,7 +262,8 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
         from mateffnet.data.loader import default_workers
 
         items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
-        codecs = [name for name in args.inputs if name in FLOW_CODECS] if modality == "flow" else []
+        named = {name.split("+")[0] for name in args.inputs}
+        codecs = [codec for codec in FLOW_CODECS if codec in named] if modality == "flow" else []
         for codec in codecs:
             build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
     except Exception as error:  # noqa: BLE001 - PyAV or the real clips missing on this machine
@@ -275,6 +276,9 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
                          args.gpu_workers)}
     for codec in codecs:
         inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
+        inputs[f"{codec}+nvcomp"] = (store_dir(work, codec), True,
+                                     f"packed store, flow as {codec}, nvCOMP decode ({args.gpu_workers} workers)",
+                                     args.gpu_workers)
     return items, {name: inputs[name] for name in args.inputs if name in inputs}
 
 
@@ -324,10 +328,13 @@ def main() -> int:
     parser.add_argument("--compile-once", action="store_true",
                         help="compile each model once for all batch sizes (batch dimension dynamic, ours and the peer "
                              "alike) instead of once per batch size as `mateffnet train` does for its one batch shape")
-    parser.add_argument("--inputs", nargs="*", default=[], choices=["cpu", "nvjpeg", *(c for c in FLOW_CODECS if c != "jpeg")],
-                        help="end-to-end rows: JPEG store decoded by CPU workers / by nvJPEG; LZ4 flow store")
+    fast_codecs = [c for c in FLOW_CODECS if c != "jpeg"]
+    parser.add_argument("--inputs", nargs="*", default=[],
+                        choices=["cpu", "nvjpeg", *fast_codecs, *(f"{c}+nvcomp" for c in fast_codecs)],
+                        help="end-to-end rows: JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other "
+                             "codecs decoded by CPU workers (CODEC) or by nvCOMP on the GPU (CODEC+nvcomp)")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
-    parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG decodes")
+    parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG or nvCOMP decodes")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
     parser.add_argument("--warm-cache", type=int, default=0, metavar="N",
                         help="compile the compiled rows first, N child processes at a time (module docstring)")
