@@ -94,7 +94,7 @@ class DataConfig:
     annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV or CSV folder (kinetics*), JSON folder (sthv2, diving48), train list (list)')
     val_annotations: str | None = opt(None, 'list format only: the validation/test list file')
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
-    workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; 4 with GPU decoding)',
+    workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; with GPU decoding 4, or 6 for nvCOMP flow)',
                               AT_LEAST_ZERO)
     decode: str = opt("auto", 'where images are decoded: auto = flow stored as LZ4/zstd on the GPU (nvCOMP, if installed), '
                       'the rest by CPU loader workers | cpu | gpu (nvJPEG and nvCOMP, for few cores per GPU)')
