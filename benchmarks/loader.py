@@ -280,7 +280,8 @@ def _print_decode_rates(work: Path, items: list[VideoItem], cuda: bool) -> None:
         decode_flow_planes(other[:4], codec, video.height, video.width)
         started = time.perf_counter()
         decode_flow_planes(other, codec, video.height, video.width)
-        line = f"  {f'flow as {codec}':<17} CPU, 1 core:               {len(other) / (time.perf_counter() - started):9,.0f}"
+        rate = len(other) / (time.perf_counter() - started)
+        line = f"  {f'flow as {codec}':<17} CPU, 1 core:               {rate:9,.0f}"
         torch.set_num_threads(threads)
         if cuda and nvcomp.available():
             line += "   GPU nvCOMP, batches of " + ", ".join(

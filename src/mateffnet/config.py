@@ -94,10 +94,10 @@ class DataConfig:
     annotations: str | None = opt(None, 'split-file folder (ucf101, hmdb51), CSV or CSV folder (kinetics*), JSON folder (sthv2, diving48), train list (list)')
     val_annotations: str | None = opt(None, 'list format only: the validation/test list file')
     split: int = opt(1, 'official split 1–3 (ucf101, hmdb51)')
-    workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; with GPU decoding 4, or 6 for nvCOMP flow)',
-                              AT_LEAST_ZERO)
-    decode: str = opt("auto", 'where images are decoded: auto = flow stored as LZ4/zstd on the GPU (nvCOMP, if installed), '
-                      'the rest by CPU loader workers | cpu | gpu (nvJPEG and nvCOMP, for few cores per GPU)')
+    workers: int | None = opt(None, 'DataLoader worker processes per GPU process (null: 3/4 of its cores less one; '
+                                    'with GPU decoding 4, or 6 for nvCOMP flow)', AT_LEAST_ZERO)
+    decode: str = opt("auto", 'where images are decoded: auto = flow stored as LZ4/zstd on the GPU (nvCOMP, if '
+                              'installed), the rest by CPU loader workers | cpu | gpu (nvJPEG and nvCOMP, for few cores per GPU)')
     classes: str | None = opt(None, 'file of class names, one a line in label order (list and folders formats)')
     videos: str | None = opt(None, 'source video folder; needed by format "folders" (video ids are paths under it)')
     train_crop: str = opt("random", 'random (the paper: random crops of 7/8 of the short side) | multiscale (TSN)')

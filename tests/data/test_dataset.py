@@ -96,7 +96,8 @@ def test_flow_of_the_fast_codecs_deferred_to_nvcomp_gives_the_workers_clips(tmp_
     fast = tmp_path / codec
     write_uniform_video(fast, "a/long", 20, flow_codec=codec)
     write_uniform_video(fast, "b/short", 5, flow_codec=codec)
-    kwargs = dict(num_segments=3, flow_length=3, input_size=40, train=train, num_crops=3, train_crop="multiscale", seed=5)
+    kwargs = dict(num_segments=3, flow_length=3, input_size=40, train=train, num_crops=3, train_crop="multiscale",
+                  seed=5)
     eager = VideoDataset(ITEMS, fast, "flow", **kwargs)
     deferred = VideoDataset(ITEMS, fast, "flow", defer_decode=True, **kwargs)
     assert deferred.defer_decode

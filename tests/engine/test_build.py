@@ -73,7 +73,8 @@ def test_auto_precision_is_fp32_on_the_cpu():
 
 
 @pytest.mark.parametrize("decode, device, expected", [
-    ("auto", "cuda", "auto"), ("gpu", "cuda", True), ("cpu", "cuda", False), ("auto", "cpu", False), ("gpu", "cpu", False),
+    ("auto", "cuda", "auto"), ("gpu", "cuda", True), ("cpu", "cuda", False), ("auto", "cpu", False),
+    ("gpu", "cpu", False),
 ])
 def test_data_decode_chooses_where_images_are_decoded(decode, device, expected):
     data = config_from_dict({"data": {"decode": decode}}).data
