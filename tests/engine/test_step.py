@@ -107,19 +107,13 @@ def _run(batches, graphed: bool):
     return losses, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step
 
 
-def _assert_same_training(one, other):
-    torch.testing.assert_close(one[0], other[0], rtol=1e-4, atol=1e-5)
-    for key in one[1]:  # weights, and BatchNorm statistics untouched by the capture's warm-up passes
-        torch.testing.assert_close(one[1][key], other[1][key], rtol=1e-4, atol=1e-5, msg=key)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_graphed_step_trains_like_the_eager_step_and_runs_other_shapes_eagerly(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     batches = _batches((4, 4, 4, 3, 4, 4))
     eager, graphed = _run(batches, graphed=False), _run(batches, graphed=True)
     assert graphed[2].graph is not None
-    _assert_same_training(graphed, eager)
+    _assert_same_training(graphed, eager, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -140,7 +134,7 @@ def test_without_memory_for_the_graph_the_step_says_so_and_trains_eagerly(monkey
     fallback = _run(batches, graphed=True)
     assert fallback[2].eager_only and fallback[2].graph is None
     assert "training eagerly" in capsys.readouterr().err
-    _assert_same_training(fallback, eager)
+    _assert_same_training(fallback, eager, rtol=1e-4, atol=1e-5)
 
 
 # On the GPU: the compiled + graphed step (the default there) against the eager step. The model is the
@@ -187,6 +181,8 @@ def _distance(run, reference) -> float:
 
 
 def _assert_same_training(run, reference, rtol=2e-3, atol=2e-4):
+    """Losses, weights, BatchNorm statistics and their counters of two runs (`_run` or `_train_on`) within tolerance:
+    BatchNorm untouched by a capture's warm-up passes."""
     torch.testing.assert_close(run[0], reference[0], rtol=rtol, atol=atol)
     for key in reference[1]:  # weights, BatchNorm statistics and their counters
         torch.testing.assert_close(run[1][key], reference[1][key], rtol=rtol, atol=atol, msg=key)
