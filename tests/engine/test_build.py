@@ -1,5 +1,4 @@
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +7,6 @@ from mateffnet.config import config_from_dict
 from mateffnet.engine.build import (ShardSampler, build_model, check_batch_split, decodes_on_gpu, evaluation_items,
                                     freeze_bn_parameters, lr_factor, make_optimizer, resolve_precision, set_bn_mode)
 from mateffnet.errors import MateffnetError
-from mateffnet.models import StreamNet
 
 
 def test_every_model_key_reaches_the_stream_config_unchanged():
