@@ -3,7 +3,7 @@ import torch
 
 from mateffnet.data.dataset import VideoDataset
 from mateffnet.data.loader import SlotPool, make_loader
-from tests.helpers.uniform_store import ITEMS, frame_numbers, write_store
+from tests.helpers.uniform_store import ITEMS, frame_numbers, write_store, write_uniform_video
 
 
 @pytest.fixture
@@ -35,6 +35,24 @@ def test_make_loader_batches(store, defer, workers):
     test = VideoDataset(items, store, "rgb", num_segments=2, train=False, num_crops=3, input_size=32, defer_decode=defer)
     shapes = [clips.shape for clips, _ in make_loader(test, batch_size=4, workers=workers)]
     assert shapes == [(4, 3, 2, 3, 32, 32), (2, 3, 2, 3, 32, 32)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_deferred_lz4_near_flow_batches_equal_the_workers_batches(tmp_path, monkeypatch, workers):
+    monkeypatch.setattr("mateffnet.data.dataset.nvcomp_available", lambda: True)  # decode_batch runs on the CPU here
+    write_uniform_video(tmp_path, "a/long", 20, flow_codec="lz4-near")
+    write_uniform_video(tmp_path, "b/short", 5, flow_codec="lz4-near")
+    kwargs = dict(num_segments=2, flow_length=3, input_size=32, seed=3, defer_decode="auto")
+    deferred = VideoDataset(ITEMS * 3, tmp_path, "flow", **kwargs)
+    by_workers = VideoDataset(ITEMS * 3, tmp_path, "flow", **{**kwargs, "defer_decode": False})
+    loaders = [make_loader(d, batch_size=3, workers=workers, shuffle=False) for d in (deferred, by_workers)]
+    assert [loader.mode for loader in loaders] == ["deferred", "plain"]
+    for loader in loaders:
+        loader.set_epoch(1)
+    got, expected = list(loaders[0]), list(loaders[1])
+    assert len(got) == len(expected) == 2
+    for (clips, labels), (want, want_labels) in zip(got, expected):
+        assert torch.equal(clips, want) and torch.equal(labels, want_labels)
 
 
 def test_make_loader_takes_a_sampler(store):
