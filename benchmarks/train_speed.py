@@ -4,6 +4,7 @@
     python benchmarks/train_speed.py --streams flow --batch-sizes 16 64 --seconds 10
     python benchmarks/train_speed.py --steps default eager --batch-sizes 16 --inputs cpu lz4
     python benchmarks/train_speed.py --streams flow --inputs cpu lz4 lz4-near zstd-near lz4-near+nvcomp
+    python benchmarks/train_speed.py --batch-sizes 16 128 --steps default --inputs default --warm-cache 4
 
 For each stream (EfficientNet-B0 MAT-EffNet, T=8 segments, 224×224, flow L=10) and batch size (clips),
 with the same uint8 batch on the GPU every step (synthetic: no loader), the training step of
@@ -35,6 +36,8 @@ static batch shape.
 `--inputs` adds end-to-end rows from the packed store (VideoDataset + make_loader; the real clips of
 ../shared/data prepared as benchmarks/loader.py does; needs PyAV) at every batch size, with their ratio to
 the synthetic rate (target ≥ 0.9): each runs the synthetic default row's step, compiled and captured once.
+`--inputs default` is the row a user gets: a store of prepare's defaults, loaded as `mateffnet train` loads it
+(data.decode auto: flow decoded by nvCOMP where it is installed; the loader's default workers).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph  # noqa: E402
 from mateffnet.engine.build import make_optimizer  # noqa: E402
-from mateffnet.io.flowcodec import FLOW_CODECS  # noqa: E402
+from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
 STEP_KINDS = ("default", "eager", "graph", "ddp")
@@ -255,7 +258,7 @@ def label(what: str, used: str) -> str:
 def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | None:
     """(the stores' items, name → (store, decode on the GPU, description, workers)) of the --inputs rows for
     `modality`, the stores prepared in `work` (once; a store already there is reused); None, with one line,
-    where they cannot be."""
+    where they cannot be. "default" is a new store with `mateffnet train`'s data.decode: auto and workers."""
     try:
         from loader import build_store, store_dir
 
@@ -263,6 +266,7 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
 
         items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
         named = {name.split("+")[0] for name in args.inputs}
+        named |= {DEFAULT_FLOW_CODEC} if "default" in args.inputs else set()
         codecs = [codec for codec in FLOW_CODECS if codec in named] if modality == "flow" else []
         for codec in codecs:
             build_store(work, 256, flow_method, torch.device("cuda"), flow_codec=codec)
@@ -274,6 +278,8 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
     inputs = {"cpu": (work / "store", False, f"packed store{flow_jpeg}, CPU decode ({workers} workers)", workers),
               "nvjpeg": (work / "store", True, f"packed store{flow_jpeg}, nvJPEG decode ({args.gpu_workers} workers)",
                          args.gpu_workers)}
+    default_store = store_dir(work, DEFAULT_FLOW_CODEC) if modality == "flow" else work / "store"
+    inputs["default"] = (default_store, "auto", None, None)  # the loader's own choice of decoding and workers
     for codec in codecs:
         inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
         inputs[f"{codec}+nvcomp"] = (store_dir(work, codec), True,
@@ -297,9 +303,10 @@ def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inpu
         dataset = VideoDataset(items * repeat_items, store, modality, num_segments=args.segments,
                                flow_length=args.flow_length, train=True, input_size=224, defer_decode=gpu_decode)
         loader = make_loader(dataset, batch, device="cuda", workers=count, drop_last=True)
+        text = text or f"packed store, what `mateffnet train` picks: {loader.describe()}"
         iterator = forever(loader)
         try:
-            rate, _ = measure(step, iterator, args.seconds, warmup=3 + count // 4)
+            rate, _ = measure(step, iterator, args.seconds, warmup=3 + loader.loader.num_workers // 4)
             rate *= batch
             rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate:.1f} | "
                         f"{rate * args.segments:.0f} | | | {rate / synthetic_rate:.2f} of synthetic |")
@@ -330,9 +337,10 @@ def main() -> int:
                              "alike) instead of once per batch size as `mateffnet train` does for its one batch shape")
     fast_codecs = [c for c in FLOW_CODECS if c != "jpeg"]
     parser.add_argument("--inputs", nargs="*", default=[],
-                        choices=["cpu", "nvjpeg", *fast_codecs, *(f"{c}+nvcomp" for c in fast_codecs)],
-                        help="end-to-end rows: JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other "
-                             "codecs decoded by CPU workers (CODEC) or by nvCOMP on the GPU (CODEC+nvcomp)")
+                        choices=["default", "cpu", "nvjpeg", *fast_codecs, *(f"{c}+nvcomp" for c in fast_codecs)],
+                        help="end-to-end rows: a store of the defaults loaded as `mateffnet train` does (default); "
+                             "JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other codecs decoded by "
+                             "CPU workers (CODEC) or by nvCOMP on the GPU (CODEC+nvcomp)")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
     parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG or nvCOMP decodes")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
