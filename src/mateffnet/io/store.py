@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from mateffnet.io.flowcodec import FLOW_CODECS, decode_flow_planes
-from mateffnet.io.jpeg import Region, as_tensor, decode_jpegs
+from mateffnet.io.jpeg import Region, decode_jpegs
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path
 
@@ -286,34 +286,26 @@ class PackedVideo:
             return []
         spans = self._index[rows]
         order = np.argsort(spans[:, 0], kind="stable")
+        starts = spans[order, 0]
+        ends = np.maximum.accumulate(starts + spans[order, 1])
         out: list[torch.Tensor | None] = [None] * len(rows)
         with open(self.path, "rb", buffering=0) as f:
-            group: list[int] = []
-            group_end = 0
-            for position in order:
-                offset, length = int(spans[position, 0]), int(spans[position, 1])
-                if group and offset - group_end > MERGE_GAP:
-                    self._read_group(f, spans, group, out, rows)
-                    group = []
-                group.append(position)
-                group_end = max(group_end, offset + length) if len(group) > 1 else offset + length
-            self._read_group(f, spans, group, out, rows)
+            for group in np.split(order, np.flatnonzero(starts[1:] - ends[:-1] > MERGE_GAP) + 1):
+                self._read_group(f, spans[group], group.tolist(), out, rows)
         return out
 
     def _read_group(self, f, spans: np.ndarray, group: list[int], out: list, rows: list[int]) -> None:
-        start = int(min(spans[g, 0] for g in group))
-        end = int(max(spans[g, 0] + spans[g, 1] for g in group))
+        """Read one byte range holding the images `spans` ((offset, length) rows) and hand them out as `out[group[i]]`
+        (numpy slices of one buffer: per image a tenth of slicing a tensor's cost)."""
+        start, end = int(spans[:, 0].min()), int((spans[:, 0] + spans[:, 1]).max())
         data = bytearray(end - start)
         if os.preadv(f.fileno(), [data], start) != len(data):
             raise StoreError(self.path, "image data ends early (file truncated after opening?)")
-        buffer = as_tensor(data)
-        view = memoryview(data)
-        for g in group:
-            offset = int(spans[g, 0]) - start
-            length = int(spans[g, 1])
+        array, view = np.frombuffer(data, dtype=np.uint8), memoryview(data)
+        for g, offset, length in zip(group, (spans[:, 0] - start).tolist(), spans[:, 1].tolist()):
             if self._image_crcs is not None and zlib.crc32(view[offset : offset + length]) != self._image_crcs[rows[g]]:
                 raise StoreError(self.path, f"{self._image_name(rows[g])} is damaged (checksum mismatch)")
-            out[g] = buffer[offset : offset + length]
+            out[g] = torch.from_numpy(array[offset : offset + length])
 
     def _image_name(self, row: int) -> str:
         if row < self.num_frames:
