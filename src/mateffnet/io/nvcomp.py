@@ -30,7 +30,8 @@ class _DecompressOptions(ctypes.Structure):
     _fields_ = [("backend", ctypes.c_int), ("reserved", ctypes.c_char * 60)]
 
 
-_OPTIONS = _DecompressOptions(2)  # NVCOMP_DECOMPRESS_BACKEND_CUDA (H100/H200 have no decompression engine)
+# NVCOMP_DECOMPRESS_BACKEND_CUDA: it reports a block it cannot decode; the hardware engine of newer GPUs does not.
+_OPTIONS = _DecompressOptions(2)
 
 
 @functools.cache
