@@ -270,7 +270,7 @@ class VideoDataset(torch.utils.data.Dataset):
         flow = self.modality == "flow"
         if self.defer_decode:
             codec = (video.flow_codec or "jpeg") if flow else "jpeg"
-            if codec != (self.flow_codec if flow else "jpeg"):
+            if codec != self.flow_codec:
                 raise MateffnetError(f"{video.path}: flow stored as {codec}, not {self.flow_codec}, in a store of "
                                      f"{self.flow_codec} flow (prepared with different --flow-codec?); GPU decoding "
                                      "needs one codec per store")

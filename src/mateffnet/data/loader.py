@@ -141,11 +141,10 @@ class VideoLoader:
     def describe(self) -> str:
         """Where the clips are decoded, for the start of training: e.g. "flow as lz4-near, decoded on cuda by nvCOMP
         (6 workers read it)"."""
-        workers = self.loader.num_workers
-        flow = getattr(self.dataset, "modality", None) == "flow"
-        stored = f"flow as {getattr(self.dataset, 'flow_codec', 'jpeg')}" if flow else "RGB JPEGs"
+        workers, flow_codec = self.loader.num_workers, _flow_codec(self.dataset)
+        stored = f"flow as {flow_codec}" if flow_codec else "RGB JPEGs"
         if self.deferred:
-            decoder = "nvCOMP" if flow and self.dataset.flow_codec != "jpeg" else "nvJPEG"
+            decoder = "nvJPEG" if flow_codec in (None, "jpeg") else "nvCOMP"
             return f"{stored}, decoded on {self.device} by {decoder} ({workers} workers read it)"
         where = f"{workers} CPU workers" if workers else "this process"
         return f"{stored}, decoded by {where}{' into a pinned ring' if self.pinned else ''}"
@@ -353,8 +352,12 @@ def default_workers() -> int:
 def deferred_workers(dataset) -> int:
     """Workers that only read stored bytes for the GPU to decode: 6 for flow of nvCOMP's codecs, 4 for nvJPEG
     (a flow clip of LZ4 or zstd is ~0.5 MB to read and check; nvCOMP decodes faster than 4 of them read)."""
-    flow_codec = getattr(dataset, "flow_codec", "jpeg") if getattr(dataset, "modality", "rgb") == "flow" else "jpeg"
-    return min(4 if flow_codec == "jpeg" else 6, cpu_cores())
+    return min(4 if _flow_codec(dataset) in (None, "jpeg") else 6, cpu_cores())
+
+
+def _flow_codec(dataset) -> str | None:
+    """How a dataset's flow is stored; None for RGB (or a dataset of another kind)."""
+    return getattr(dataset, "flow_codec", "jpeg") if getattr(dataset, "modality", None) == "flow" else None
 
 
 def _lower_priority(worker_id: int) -> None:

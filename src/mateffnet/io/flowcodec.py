@@ -132,7 +132,7 @@ def decode_flow_batch(data: torch.Tensor, lengths: torch.Tensor, codec: str, sha
                       device: str | torch.device = "cpu") -> list[torch.Tensor]:
     """The planes of samples packed by `pack_blobs` and concatenated, `len(lengths) // len(shapes)` a sample of
     (height, width) `shapes[s]` → per sample uint8 (n, H, W) on `device`: decoded there in one batch on CUDA,
-    on the CPU one by one."""
+    on the CPU by `decode_flow_planes`."""
     check_flow_codec(codec)
     device = torch.device(device)
     per = len(lengths) // len(shapes)
@@ -142,20 +142,16 @@ def decode_flow_batch(data: torch.Tensor, lengths: torch.Tensor, codec: str, sha
         images = decode_jpeg_list(torch.split(data, lengths.tolist()), gray=True, device=device)
         return [torch.stack(images[s * per : (s + 1) * per])[:, 0] for s in range(len(shapes))]
     starts = blob_starts(lengths, codec)
-    sizes = torch.tensor([h * w for h, w in shapes], dtype=torch.long).repeat_interleave(per)
-    if device.type == "cuda":
-        from mateffnet.io.nvcomp import decompress
+    if device.type != "cuda":
+        blobs = [data[start : start + length] for start, length in zip(starts.tolist(), lengths.tolist())]
+        return [decode_flow_planes(blobs[s * per : (s + 1) * per], codec, height, width)
+                for s, (height, width) in enumerate(shapes)]
+    from mateffnet.io.nvcomp import decompress
 
-        out, offsets = decompress(data.to(device, non_blocking=True), starts, lengths, sizes, codec.split("-")[0])
-    else:
-        out, offsets = torch.empty(int(sizes.sum()), dtype=torch.uint8), torch.cumsum(sizes, 0) - sizes
-        whole = out.numpy()
-        for i, (start, length, offset) in enumerate(torch.stack([starts, lengths, offsets], 1).tolist()):
-            height, width = shapes[i // per]
-            whole[offset : offset + height * width] = _decompress(data[start : start + length], codec, height,
-                                                                  width).reshape(-1)
+    sizes = torch.tensor([h * w for h, w in shapes], dtype=torch.long).repeat_interleave(per)
+    out, offsets = decompress(data.to(device, non_blocking=True), starts, lengths, sizes, codec.split("-")[0])
     if codec in NEAR_CODECS:
-        out.mul_(NEAR_STEP).clamp_(min=1).sub_(1)  # max(3c, 1) - 1
+        out.mul_(NEAR_STEP).clamp_(min=1).sub_(1)  # max(3c, 1) - 1, as decode_flow_planes does
     samples, offsets = [], offsets.tolist()
     for s, (height, width) in enumerate(shapes):
         first = offsets[s * per]
