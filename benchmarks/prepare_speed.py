@@ -8,7 +8,8 @@ Generates the videos (a moving texture, 25 fps, H.264) once, then runs `mateffne
 side (what a job array or one process per GPU does; on a one-GPU machine they share it), each into a fresh
 store, and prints pairs/s (wall clock, and inside prepare: without starting Python and importing torch)
 and whether the sharded stores hold exactly the single run's files. The first row is the flow kernel
-alone on the same pairs (no decoding, no JPEG, no files): the ceiling. Before the timed runs, a prepare
+alone on the same pairs (no decoding, no JPEG, no files): the ceiling; with several --shards, the kernel alone
+in 1 and N processes at once on the device too (N processes sharing one GPU take turns). Before the timed runs, a prepare
 of 2 videos compiles the Triton flow kernels for every batch shape (once per machine; `--no-warmup`).
 
     python benchmarks/prepare_speed.py --kernel none --videos 6 --workers 1 2   # any machine, no GPU needed
@@ -33,6 +34,7 @@ import hashlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import resource
 import threading
 import subprocess
@@ -104,6 +106,51 @@ def kernel_rate(videos: list[Path], device: str, batch: int = 128) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return runs * len(first) / (time.perf_counter() - started)
+
+
+def kernel_rate_side_by_side(videos: list[Path], device: str, processes: int, seconds: float = 6.0,
+                             batch: int = 128) -> float:
+    """Pairs/s of compute_flow alone in `processes` processes at once on the one device (all of them together):
+    the ceiling of that many `--shard` processes sharing a GPU."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    children = [context.Process(target=_kernel_child, args=(videos[0], device, batch, seconds, barrier, results))
+                for _ in range(processes)]
+    for child in children:
+        child.start()
+    counts = []
+    while len(counts) < processes:
+        try:
+            counts.append(results.get(timeout=5))
+        except queue.Empty:
+            if any(child.exitcode not in (None, 0) for child in children):
+                for child in children:
+                    child.kill()
+                raise SystemExit("a kernel-alone process failed (its traceback is above)")
+    for child in children:
+        child.join()
+    return sum(pairs for pairs, _ in counts) / max(elapsed for _, elapsed in counts)
+
+
+def _kernel_child(video: Path, device: str, batch: int, seconds: float, barrier, results) -> None:
+    from mateffnet.io.decode import read_video
+    from mateffnet.flow import TVL1_FAST, compute_flow
+
+    frames = torch.from_numpy(read_video(video, size=256)[0]).permute(0, 3, 1, 2).to(device)
+    first, second = frames[:-1][:batch], frames[1:][:batch]
+    cuda = device.startswith("cuda")
+    compute_flow(first, second, **TVL1_FAST)
+    if cuda:
+        torch.cuda.synchronize()
+    barrier.wait()
+    started, pairs = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        for _ in range(4):
+            compute_flow(first, second, **TVL1_FAST)
+        if cuda:
+            torch.cuda.synchronize()
+        pairs += 4 * len(first)
+    results.put((pairs, time.perf_counter() - started))
 
 
 def run_prepare(videos_dir: Path, store: Path, shards: int, device: str) -> tuple[float, float]:
@@ -323,6 +370,11 @@ def main() -> int:
           "same files as one process |\n|---|---:|---:|---:|---:|---:|---|")
     print(f"| TV-L1 kernel alone (batch 128, frames on the device) | 1 | | {kernel_rate(videos, args.device):.0f} | | | |",
           flush=True)
+    for processes in sorted({1, *args.shards}):
+        if processes > 1 or len(args.shards) > 1:
+            rate = kernel_rate_side_by_side(videos, args.device, processes)
+            print(f"| TV-L1 kernel alone, {processes} process{'es' if processes > 1 else ''} at once on the device "
+                  f"(all together) | {processes} | | {rate:.0f} | | | |", flush=True)
     if args.warmup:  # a fresh machine compiles the Triton kernels (every batch shape class) once
         warm = work / "warmup_videos"
         warm.mkdir(exist_ok=True)

@@ -97,15 +97,16 @@ def batch_dynamic(compiled):
     return forward
 
 
-def make_peer(channels: int, compiled: bool, compile_once: bool = False):
-    """Plain timm per-frame training, the loop a user writes: step(frames, labels) → loss."""
+def make_peer(channels: int, compiled: bool, compile_once: bool = False, options: dict | None = None):
+    """Plain timm per-frame training, the loop a user writes: step(frames, labels) → loss (`options`: inductor's,
+    for torch.compile)."""
     import timm
 
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_b0", num_classes=101, in_chans=channels).cuda()
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    forward = torch.compile(model) if compiled else model
+    forward = torch.compile(model, options=options) if compiled else model
     if compiled and compile_once:
         forward = batch_dynamic(forward)
 
