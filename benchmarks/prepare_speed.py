@@ -11,6 +11,13 @@ and whether the sharded stores hold exactly the single run's files. The first ro
 alone on the same pairs (no decoding, no JPEG, no files): the ceiling; with several --shards, the kernel alone
 in 1 and N processes at once on the device too (N processes sharing one GPU take turns). Before the timed runs, a prepare
 of 2 videos compiles the Triton flow kernels for every batch shape (once per machine; `--no-warmup`).
+The last column divides the rate inside prepare by the kernel alone in as many processes.
+
+    python benchmarks/prepare_speed.py --videos 288 --shards 1 2 --mps
+
+`--mps` then repeats the rows of several processes under CUDA's Multi-Process Service (a control daemon
+started for them, with its pipe and log folders in the work folder, and stopped afterwards), which lets
+the processes' kernels share the GPU at once instead of taking turns; it needs `nvidia-cuda-mps-control`.
 
     python benchmarks/prepare_speed.py --kernel none --videos 6 --workers 1 2   # any machine, no GPU needed
 
@@ -30,14 +37,16 @@ that code (the stand-in knows the code before shared memory too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
 import resource
-import threading
+import shutil
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -175,6 +184,29 @@ def run_prepare(videos_dir: Path, store: Path, shards: int, device: str) -> tupl
     wall = time.perf_counter() - started
     inside = max(json.loads(report.read_text())["seconds"] for report in store.glob("report*.json"))
     return wall, inside
+
+
+@contextlib.contextmanager
+def cuda_mps(folder: Path):
+    """Run what the block starts under a CUDA MPS control daemon of its own (processes started inside the
+    block connect to it through the environment; this process keeps the context it has)."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    settings = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "mps-log")}
+    for path in settings.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings}
+    subprocess.run([control, "-d"], env=env, check=True)
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        subprocess.run([control], input="quit\n", text=True, env=env, check=False)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def digests(store: Path) -> dict[str, str]:
@@ -345,9 +377,13 @@ def main() -> int:
                         help="none: prepare's cost without its flow kernel (see above)")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="--kernel none: worker counts to run")
     parser.add_argument("--cores", type=int, default=16, help="--kernel none: the host the ceilings are for")
+    parser.add_argument("--mps", action="store_true",
+                        help="repeat the rows of several processes under CUDA MPS (see above)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="time the first prepare on this machine too (its kernel compilation included)")
     args = parser.parse_args()
+    if args.mps and shutil.which("nvidia-cuda-mps-control") is None:
+        raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the NVIDIA driver)")
     work = args.work or Path(tempfile.mkdtemp(prefix="mateffnet-prepare-bench-"))
     videos = make_videos(work / "videos", args.videos, args.seconds)
     pairs = args.videos * (args.seconds * 25 - 1)
@@ -367,14 +403,32 @@ def main() -> int:
     print(f"{args.videos} videos × {args.seconds} s at 25 fps, 340x256 → {pairs} flow pairs; device {args.device}; "
           f"{os.cpu_count()} CPU cores" + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("\n| what | processes | seconds | pairs/s | seconds inside prepare | pairs/s inside prepare | "
-          "same files as one process |\n|---|---:|---:|---:|---:|---:|---|")
-    print(f"| TV-L1 kernel alone (batch 128, frames on the device) | 1 | | {kernel_rate(videos, args.device):.0f} | | | |",
-          flush=True)
-    for processes in sorted({1, *args.shards}):
-        if processes > 1 or len(args.shards) > 1:
-            rate = kernel_rate_side_by_side(videos, args.device, processes)
-            print(f"| TV-L1 kernel alone, {processes} process{'es' if processes > 1 else ''} at once on the device "
-                  f"(all together) | {processes} | | {rate:.0f} | | | |", flush=True)
+          "÷ kernel (inside) | same files as one process |\n|---|---:|---:|---:|---:|---:|---:|---|")
+    kernel = {1: kernel_rate(videos, args.device)}
+    print(f"| TV-L1 kernel alone (batch 128, frames on the device) | 1 | | {kernel[1]:.0f} | | | | |", flush=True)
+
+    def kernel_rows(label: str) -> None:
+        for processes in sorted({1, *args.shards}):
+            if processes > 1 or len(args.shards) > 1:
+                kernel[processes] = kernel_rate_side_by_side(videos, args.device, processes)
+                print(f"| TV-L1 kernel alone, {processes} process{'es' if processes > 1 else ''} at once on the device "
+                      f"(all together){label} | {processes} | | {kernel[processes]:.0f} | | | | |", flush=True)
+
+    reference = None
+
+    def prepare_rows(shard_counts: list[int], label: str) -> None:
+        nonlocal reference
+        for shards in shard_counts:
+            store = work / f"store_{shards}{label.strip(', ').replace(' ', '_')}"
+            seconds, inside = run_prepare(work / "videos", store, shards, args.device)
+            found = digests(store)
+            reference = reference or found
+            same = "yes" if found == reference else f"NO ({len(found)} vs {len(reference)} files)"
+            print(f"| mateffnet prepare (decode, TV-L1, JPEG, pack){label} | {shards} | {seconds:.1f} | "
+                  f"{pairs / seconds:.0f} | {inside:.1f} | {pairs / inside:.0f} | {pairs / inside / kernel[shards]:.2f} | "
+                  f"{same} |", flush=True)
+
+    kernel_rows("")
     if args.warmup:  # a fresh machine compiles the Triton kernels (every batch shape class) once
         warm = work / "warmup_videos"
         warm.mkdir(exist_ok=True)
@@ -382,17 +436,14 @@ def main() -> int:
             if not (warm / video.name).exists():
                 os.link(video, warm / video.name)
         seconds, _ = run_prepare(warm, work / "store_warmup", 1, args.device)
-        print(f"| first prepare on this machine (2 videos: compiles the flow kernels) | 1 | {seconds:.1f} | | | | |",
+        print(f"| first prepare on this machine (2 videos: compiles the flow kernels) | 1 | {seconds:.1f} | | | | | |",
               flush=True)
-    reference = None
-    for shards in args.shards:
-        store = work / f"store_{shards}"
-        seconds, inside = run_prepare(work / "videos", store, shards, args.device)
-        found = digests(store)
-        reference = reference or found
-        same = "yes" if found == reference else f"NO ({len(found)} vs {len(reference)} files)"
-        print(f"| mateffnet prepare (decode, TV-L1, JPEG, pack) | {shards} | {seconds:.1f} | {pairs / seconds:.0f} | "
-              f"{inside:.1f} | {pairs / inside:.0f} | {same} |", flush=True)
+    prepare_rows(args.shards, "")
+    several = [shards for shards in args.shards if shards > 1]
+    if args.mps and several:
+        with cuda_mps(work):
+            kernel_rows(", MPS")
+            prepare_rows(several, ", MPS")
     return 0
 
 

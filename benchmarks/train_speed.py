@@ -29,6 +29,8 @@ so the full table takes longer than a 10-minute job: run it in parts (--streams,
 that share one TORCHINDUCTOR_CACHE_DIR, or with --warm-cache N, which first compiles every compiled row
 (ours, DDP and the peer) in N child processes at once, each its own row's first step, and prints their cold
 first-step times (inflated by running side by side) before the table measures every row on the warm cache.
+Measure on an otherwise idle machine: a compilation running beside the table (another benchmark's, or a
+--warm-cache child of another run) takes CPU and GPU time from every row, and the end-to-end ratios mean nothing.
 --compile-once compiles once per model for all batch sizes (dynamic batch dimension, ours and the peer
 alike); it is much slower per step, so it does not stand for `mateffnet train`, which compiles its one
 static batch shape.
@@ -50,6 +52,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -263,7 +266,7 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
     try:
         from loader import build_store, store_dir
 
-        from mateffnet.data.loader import default_workers
+        from mateffnet.data.loader import default_workers, deferred_workers
 
         items, _, flow_method = build_store(work, 256, None, torch.device("cuda"))
         named = {name.split("+")[0] for name in args.inputs}
@@ -275,17 +278,22 @@ def end_to_end_inputs(modality: str, work: Path, args) -> tuple[list, dict] | No
         print(f"end-to-end rows not run: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         return None
     workers = args.workers if args.workers is not None else default_workers()
+
+    def gpu_workers(codec: str) -> int:  # the loader's own rule unless --gpu-workers says otherwise
+        stand_in = SimpleNamespace(modality=modality, flow_codec=codec)
+        return args.gpu_workers if args.gpu_workers is not None else deferred_workers(stand_in)
+
     flow_jpeg = ", flow as jpeg" if modality == "flow" else ""
     inputs = {"cpu": (work / "store", False, f"packed store{flow_jpeg}, CPU decode ({workers} workers)", workers),
-              "nvjpeg": (work / "store", True, f"packed store{flow_jpeg}, nvJPEG decode ({args.gpu_workers} workers)",
-                         args.gpu_workers)}
+              "nvjpeg": (work / "store", True, f"packed store{flow_jpeg}, nvJPEG decode ({gpu_workers('jpeg')} workers)",
+                         gpu_workers("jpeg"))}
     default_store = store_dir(work, DEFAULT_FLOW_CODEC) if modality == "flow" else work / "store"
     inputs["default"] = (default_store, "auto", None, None)  # the loader's own choice of decoding and workers
     for codec in codecs:
         inputs[codec] = (store_dir(work, codec), False, f"packed store, flow as {codec} ({workers} workers)", workers)
         inputs[f"{codec}+nvcomp"] = (store_dir(work, codec), True,
-                                     f"packed store, flow as {codec}, nvCOMP decode ({args.gpu_workers} workers)",
-                                     args.gpu_workers)
+                                     f"packed store, flow as {codec}, nvCOMP decode ({gpu_workers(codec)} workers)",
+                                     gpu_workers(codec))
     return items, {name: inputs[name] for name in args.inputs if name in inputs}
 
 
@@ -343,7 +351,8 @@ def main() -> int:
                              "JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other codecs decoded by "
                              "CPU workers (CODEC) or by nvCOMP on the GPU (CODEC+nvcomp)")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
-    parser.add_argument("--gpu-workers", type=int, default=4, help="loader workers when nvJPEG or nvCOMP decodes")
+    parser.add_argument("--gpu-workers", type=int, default=None,
+                        help="loader workers when nvJPEG or nvCOMP decodes (default: the loader's deferred_workers())")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
     parser.add_argument("--warm-cache", type=int, default=0, metavar="N",
                         help="compile the compiled rows first, N child processes at a time (module docstring)")
