@@ -8,9 +8,10 @@ import pickle
 import pytest
 import torch
 
-from mateffnet.engine.checkpoint import CHECKSUM_FILE, STATE_FILE, latest_checkpoint, load_train_state
+from mateffnet.engine.checkpoint import STATE_FILE, latest_checkpoint, load_train_state
 from mateffnet.engine.train import train
 from mateffnet.errors import MateffnetError
+from mateffnet.fileio import CHECKSUM_FILE
 from mateffnet.models import StreamNet
 
 from mateffnet.config import load_config

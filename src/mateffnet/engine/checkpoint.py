@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mateffnet.errors import MateffnetError
-from mateffnet.fileio import CHECKSUM_FILE, os_error_line, verify_checksums, write_checksums
+from mateffnet.fileio import os_error_line, verify_checksums, write_checksums
 
 STATE_FILE = "train_state.pt"
 _EPOCH_DIR = re.compile(r"epoch_(\d{4,})")

@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mateffnet.config import ATTENTION_TOKENS, DEFAULT_BOUND, INPUT_SIZE_RANGE, MODALITIES, STEM_INIT_METHODS
+from mateffnet.config import (ATTENTION_TOKENS, DEFAULT_BOUND, INPUT_SIZE_RANGE, MODALITIES, READOUTS,
+                              STEM_INIT_METHODS, TEMPORAL_ENCODINGS)
 from mateffnet.errors import MateffnetError
 from mateffnet.fileio import atomic_path, atomic_write_json, verify_checksums
 from mateffnet.models.attention import MultiHeadSelfAttention
 from mateffnet.models.backbones import create_backbone, default_input_size
-from mateffnet.models.temporal import READOUTS, TEMPORAL_ENCODINGS, QueryReadout, TemporalEncoding
+from mateffnet.models.temporal import QueryReadout, TemporalEncoding
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from mateffnet.config import READOUTS, TEMPORAL_ENCODINGS
+from mateffnet.config import TEMPORAL_ENCODINGS
 from mateffnet.errors import MateffnetError
 
 LOWEST_FREQUENCY = math.pi  # radians per video length: half a period over the video
