@@ -102,6 +102,19 @@ _INTERPRETER_CHECK = textwrap.dedent(
                     error = (got.float() - want).abs().max().item()
                     assert got.dtype == dtype and got.shape == want.shape, (name, got.dtype, got.shape)
                     assert error <= tolerance * scale, (n, c, h, w, k, s, dtype, channels_last, name, error, scale)
+    from mateffnet.models import depthwise
+
+    for n, c, h, w, k, s in [(2, 70, 9, 11, 3, 2), (2, 40, 7, 10, 5, 1)]:  # every tiling a GPU may pick
+        x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
+        weight = torch.randn(c, 1, k, k, requires_grad=True)
+        ref = F.conv2d(x, weight, stride=s, padding=k // 2, groups=c)
+        grad = torch.randn(ref.shape)
+        want = (ref, *torch.autograd.grad(ref, (x, weight), grad))
+        for choice in range(8):
+            depthwise._launch_fastest = lambda key, configs, launch: launch(configs[min(choice, len(configs) - 1)])
+            y = depthwise_conv2d(x, weight, s)
+            for got, expected in zip((y, *torch.autograd.grad(y, (x, weight), grad)), want):
+                assert (got - expected).abs().max() <= 1e-4 * expected.abs().max(), (n, c, h, w, k, s, choice)
     x = torch.randn(3, 5, 8, 6).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(3, 5, 4, 3).contiguous(memory_format=torch.channels_last)
     whole = triton_weight_grad(x, grad, 3, 2)
@@ -112,6 +125,7 @@ _INTERPRETER_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_the_triton_kernels_equal_conv2d_and_its_gradients_in_triton_s_interpreter():
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(SRC))
@@ -121,18 +135,26 @@ def test_the_triton_kernels_equal_conv2d_and_its_gradients_in_triton_s_interpret
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_cuda_efficientnet_b0_with_the_kernels_trains_like_cudnn_under_the_compiler():
+def test_on_cuda_efficientnet_b0_with_the_kernels_trains_like_cudnn_under_the_compiler(monkeypatch):
+    from mateffnet.models import depthwise
+
+    launched = []
+    for name in ("triton_forward", "triton_input_grad", "triton_weight_grad"):
+        original = getattr(depthwise, name)
+        monkeypatch.setattr(depthwise, name, lambda *a, _f=original, _n=name, **kw: launched.append(_n) or _f(*a, **kw))
     torch.manual_seed(0)
     plain = create_backbone("efficientnet_b0").cuda().to(memory_format=torch.channels_last).train()
     swapped = copy.deepcopy(plain)
     use_triton_depthwise(swapped)
     x = torch.randn(16, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     losses, grads = [], []
-    for net in (plain, torch.compile(swapped)):
+    for net, features in ((plain, plain.forward_features), (swapped, torch.compile(swapped.forward_features))):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = net.forward_features(x).float().square().mean()
+            loss = features(x).float().square().mean()
         loss.backward()
         losses.append(loss.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in (plain if net is plain else swapped).parameters()]))
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert sorted(set(launched)) == ["triton_forward", "triton_input_grad", "triton_weight_grad"]
+    assert launched.count("triton_forward") == 16
     torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=0)
     assert (grads[1] - grads[0]).norm() < 0.05 * grads[0].norm()

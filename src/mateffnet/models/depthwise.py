@@ -44,11 +44,52 @@ def supported(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
             and stride in (1, 2) and x.dtype == weight.dtype)
 
 
-def _blocks(channels: int, width: int, budget: int = 2048) -> tuple[int, int]:
-    """(BLOCK_W, BLOCK_C): a block of channels as wide as a coalesced load allows, positions to fill `budget`."""
-    block_c = min(64, triton.next_power_of_2(channels))
-    block_w = max(1, min(triton.next_power_of_2(width), budget // block_c))
-    return block_w, block_c
+def _plane_configs(channels: int, width: int) -> list[tuple[int, int, int]]:
+    """(BLOCK_W, BLOCK_C, num_warps) tilings for the forward and input-gradient kernels, the heuristic first: a
+    block of channels as wide as one coalesced load of the channels allows, positions to fill the block."""
+    widest = max(16, triton.next_power_of_2(channels))
+    configs = []
+    for block_c, elements in [(min(64, widest), 2048)] + [(c, e) for c in (32, 64, 128) for e in (1024, 4096)]:
+        if block_c <= widest:
+            block_w = max(1, min(triton.next_power_of_2(width), elements // block_c))
+            config = (block_w, block_c, 8 if block_w * block_c >= 4096 else 4)
+            configs += [config] if config not in configs else []
+    return configs
+
+
+def _weight_configs(channels: int, width: int, taps: int) -> list[tuple[int, int, int]]:
+    """(BLOCK_W, BLOCK_C, num_warps) tilings for the weight-gradient kernel (a TAPS × BLOCK_W × BLOCK_C gather)."""
+    widest = max(16, triton.next_power_of_2(channels))
+    configs = []
+    for block_c, elements in [(min(32, widest), 4096)] + [(c, e) for c in (16, 32, 64) for e in (2048, 8192)]:
+        if block_c <= widest:
+            block_w = max(1, min(triton.next_power_of_2(width), elements // (taps * block_c)))
+            config = (block_w, block_c, 8 if taps * block_w * block_c >= 8192 else 4)
+            configs += [config] if config not in configs else []
+    return configs
+
+
+_FASTEST: dict[tuple, tuple] = {}  # (kernel, shapes, dtype, device) → the tiling timed fastest
+
+
+def _launch_fastest(key: tuple, configs: list[tuple], launch) -> None:
+    """launch(config) with the config timed fastest for `key`: each candidate is timed once per key on CUDA (three
+    launches after one that compiles it); in the interpreter, or while a CUDA graph is being captured, the first."""
+    if key not in _FASTEST:
+        if _INTERPRET or len(configs) == 1 or torch.cuda.is_current_stream_capturing():
+            return launch(configs[0])
+        times = []
+        for config in configs:
+            launch(config)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(3):
+                launch(config)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        _FASTEST[key] = configs[times.index(min(times))]
+    launch(_FASTEST[key])
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -149,10 +190,15 @@ def triton_forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.
     k = weight.shape[-1]
     oh, ow = output_size(h, k, stride), output_size(w, k, stride)
     y = torch.empty(n, oh, ow, c, device=x.device, dtype=x.dtype)
-    block_w, block_c = _blocks(c, ow)
-    grid = (n * oh, triton.cdiv(ow, block_w), triton.cdiv(c, block_c))
-    _forward_kernel[grid](_nhwc(x), _taps_by_channel(weight), y, h, w, oh, ow, c, STRIDE=stride, K=k,
-                          BLOCK_W=block_w, BLOCK_C=block_c)
+    x_nhwc, taps = _nhwc(x), _taps_by_channel(weight)
+
+    def launch(config):
+        block_w, block_c, warps = config
+        grid = (n * oh, triton.cdiv(ow, block_w), triton.cdiv(c, block_c))
+        _forward_kernel[grid](x_nhwc, taps, y, h, w, oh, ow, c, STRIDE=stride, K=k, BLOCK_W=block_w,
+                              BLOCK_C=block_c, num_warps=warps)
+
+    _launch_fastest(("forward", x.shape, k, stride, x.dtype, x.device), _plane_configs(c, ow), launch)
     return _as_nchw(y)
 
 
@@ -160,10 +206,16 @@ def triton_input_grad(grad_y: torch.Tensor, weight: torch.Tensor, stride: int, h
     n, c, oh, ow = grad_y.shape
     k = weight.shape[-1]
     grad_x = torch.empty(n, height, width, c, device=grad_y.device, dtype=grad_y.dtype)
-    block_w, block_c = _blocks(c, width)
-    grid = (n * height, triton.cdiv(width, block_w), triton.cdiv(c, block_c))
-    _input_grad_kernel[grid](_nhwc(grad_y), _taps_by_channel(weight), grad_x, height, width, oh, ow, c,
-                             STRIDE=stride, K=k, BLOCK_W=block_w, BLOCK_C=block_c)
+    grad_y_nhwc, taps = _nhwc(grad_y), _taps_by_channel(weight)
+
+    def launch(config):
+        block_w, block_c, warps = config
+        grid = (n * height, triton.cdiv(width, block_w), triton.cdiv(c, block_c))
+        _input_grad_kernel[grid](grad_y_nhwc, taps, grad_x, height, width, oh, ow, c, STRIDE=stride, K=k,
+                                 BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+
+    _launch_fastest(("input grad", grad_y.shape, height, width, k, stride, grad_y.dtype, grad_y.device),
+                    _plane_configs(c, width), launch)
     return _as_nchw(grad_x)
 
 
@@ -174,15 +226,24 @@ def triton_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel: int, strid
     n, c, h, w = x.shape
     _, _, oh, ow = grad_y.shape
     taps = triton.next_power_of_2(kernel * kernel)
-    block_c = min(32, triton.next_power_of_2(c))
-    block_w = max(1, min(triton.next_power_of_2(ow), 4096 // (taps * block_c)))
     rows_total = n * oh
-    rows = rows or max(1, min(64, rows_total * triton.cdiv(c, block_c) // 4096))
-    chunks = triton.cdiv(rows_total, rows)
-    partial = torch.empty(chunks, taps, c, device=x.device, dtype=torch.float32)
-    _weight_grad_kernel[(chunks, triton.cdiv(c, block_c))](
-        _nhwc(x), _nhwc(grad_y), partial, h, w, oh, ow, c, rows_total, rows, STRIDE=stride, K=kernel, TAPS=taps,
-        BLOCK_W=block_w, BLOCK_C=block_c)
+    x_nhwc, grad_y_nhwc = _nhwc(x), _nhwc(grad_y)
+    partials = {}
+
+    def launch(config):
+        block_w, block_c, warps = config
+        chunk = rows or max(1, min(64, rows_total * triton.cdiv(c, block_c) // 4096))
+        chunks = triton.cdiv(rows_total, chunk)
+        if (chunks, block_c) not in partials:
+            partials.clear()  # only the last config's buffer is needed
+            partials[chunks, block_c] = torch.empty(chunks, taps, c, device=x.device, dtype=torch.float32)
+        _weight_grad_kernel[(chunks, triton.cdiv(c, block_c))](
+            x_nhwc, grad_y_nhwc, partials[chunks, block_c], h, w, oh, ow, c, rows_total, chunk, STRIDE=stride,
+            K=kernel, TAPS=taps, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+
+    _launch_fastest(("weight grad", x.shape, oh, ow, kernel, stride, rows, x.dtype, x.device),
+                    _weight_configs(c, ow, taps), launch)
+    (partial,) = partials.values()
     return partial.sum(0)[: kernel * kernel].t().reshape(c, 1, kernel, kernel)
 
 
