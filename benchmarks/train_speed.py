@@ -15,7 +15,9 @@ schedule) as
   eager     no compile, no graph (train.compile=false train.cuda_graph=false)
   graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
   ddp       the step of each `torchrun` process: DistributedDataParallel (one process, NCCL) compiled,
-            no graph (batch 32 only)
+            no graph (train.cuda_graph null; batch 32 only)
+  ddp-graph the same with train.cuda_graph true: compiled and captured, DDP built on the capture stream
+            (batch 32 only)
 beside two peer rows: plain timm `efficientnet_b0`, per-frame training at the same number of frames
 per step (batch × T frames, 3 or 2L channels, float input normalised on the GPU, channels_last, bf16
 autocast, SGD with momentum and weight decay, cross-entropy), eager and under `torch.compile`.
@@ -62,10 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph  # noqa: E402
 from mateffnet.engine.build import make_optimizer  # noqa: E402
+from mateffnet.engine.distributed import data_parallel  # noqa: E402
 from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
-STEP_KINDS = ("default", "eager", "graph", "ddp")
+STEP_KINDS = ("default", "eager", "graph", "ddp", "ddp-graph")
+DDP_KINDS = ("ddp", "ddp-graph")
 PEERS = ("timm eager", "timm compiled")
 DDP_BATCH = 32
 
@@ -83,11 +87,12 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     cuda = torch.device("cuda")
-    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16, kind == "ddp"))
-    compiled = kind in ("default", "ddp") and use_compile(tc.compile, cuda, tc.deterministic)
+    setting = True if kind == "ddp-graph" else tc.cuda_graph
+    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(setting, cuda, torch.bfloat16, kind in DDP_KINDS))
+    compiled = kind in ("default", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
     net = model
-    if kind == "ddp":
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0])  # as distributed.wrap_model builds it
+    if kind in DDP_KINDS:
+        net = data_parallel(model, torch.device("cuda", 0))  # as distributed.wrap_model builds it
     step = make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled)
     if compiled and args.compile_once:
         step.forward = batch_dynamic(step.forward)
@@ -185,12 +190,12 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
         torch.cuda.empty_cache()
 
 
-COMPILED_ROWS = ("default", "ddp", "timm compiled")
+COMPILED_ROWS = ("default", *DDP_KINDS, "timm compiled")
 
 
 def rows_at(batch: int, steps: list[str]) -> list[str]:
     """The rows of `steps` measured at `batch`, in the table's order (peers first; the DDP row at DDP_BATCH only)."""
-    return [what for what in PEERS + STEP_KINDS if what in steps and (what != "ddp" or batch == DDP_BATCH)]
+    return [what for what in PEERS + STEP_KINDS if what in steps and (what not in DDP_KINDS or batch == DDP_BATCH)]
 
 
 def warm_cache(args) -> None:
@@ -253,13 +258,14 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
 
-EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled"}
+EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled",
+            "ddp-graph": "compiled + CUDA graph"}
 
 
 def label(what: str, used: str) -> str:
     if what in PEERS:
         return what if not used.startswith("failed") else f"{what} ({used})"
-    name = what if what != "ddp" else "default, DDP 1 process"
+    name = {"ddp": "default, DDP 1 process", "ddp-graph": "DDP 1 process, train.cuda_graph true"}.get(what, what)
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
 
@@ -369,7 +375,7 @@ def main() -> int:
     torch.backends.cudnn.benchmark = True  # as `mateffnet train` (and timm's train.py) set it
     if args.warm_cache:
         warm_cache(args)
-    if "ddp" in args.steps:
+    if set(DDP_KINDS) & set(args.steps):
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29533")
         torch.cuda.set_device(0)

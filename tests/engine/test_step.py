@@ -4,11 +4,12 @@ import torch
 from mateffnet.config import TrainConfig
 import mateffnet.engine.step as step_module
 from mateffnet.engine.build import make_optimizer
+from mateffnet.engine.distributed import data_parallel
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph
 from mateffnet.errors import MateffnetError
 from mateffnet.models import StreamNet
 
-CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+CPU, CUDA, CUDA_0 = torch.device("cpu"), torch.device("cuda"), torch.device("cuda", 0)
 
 
 def test_cuda_graph_by_default_only_where_the_step_can_be_captured():
@@ -20,8 +21,9 @@ def test_cuda_graph_by_default_only_where_the_step_can_be_captured():
 
 
 def test_asking_for_a_cuda_graph_where_it_cannot_work_names_the_key_and_the_obstacles():
-    with pytest.raises(MateffnetError, match=r"train.cuda_graph: true needs train.device cuda, one process"):
-        use_cuda_graph(True, CPU, torch.float32, distributed=True)
+    with pytest.raises(MateffnetError, match=r"train.cuda_graph: true needs train.device cuda, train.precision other"):
+        use_cuda_graph(True, CPU, torch.float16, distributed=True)
+    assert use_cuda_graph(True, CUDA, torch.bfloat16, distributed=True)  # asked for under torchrun: tried
 
 
 def test_compile_auto_means_on_cuda_unless_deterministic_and_true_or_false_as_asked():
@@ -161,7 +163,7 @@ def _train_on(batches, precision=torch.float32, graphed=False, compiled=False, d
     model = _small_stream()
     initial = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     optimizer, scheduler = make_optimizer(model, TrainConfig(lr=0.05, weight_decay=0.0, schedule="constant"), 4)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0]) if ddp else model
+    net = data_parallel(model, CUDA_0) if ddp else model
     step = make_train_step(net, optimizer, scheduler, options=StepOptions(precision, 0.0, 1.0), graphed=graphed,
                            compiled=compiled)
     torch.cuda.manual_seed(dropout_seed)
@@ -266,4 +268,24 @@ def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypa
     finally:
         dist.destroy_process_group()
     assert ddp[2].kind == "compiled"
+    _assert_same_training(ddp, eager)
+
+
+@needs_cuda
+def test_ddp_built_on_the_capture_stream_can_be_captured_and_gives_the_weights_of_the_step_without_ddp(monkeypatch):
+    import os
+
+    import torch.distributed as dist
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    batches = _cuda_batches()
+    eager = _train_on(batches)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{29500 + os.getpid() % 1000}", rank=0, world_size=1)
+    try:
+        graphed = use_cuda_graph(True, CUDA, torch.float32, distributed=True)
+        ddp = _train_on(batches, graphed=graphed, compiled=use_compile("auto", CUDA, deterministic=False), ddp=True)
+    finally:
+        dist.destroy_process_group()
+    assert ddp[2].kind == "compiled + CUDA graph"
     _assert_same_training(ddp, eager)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mateffnet.engine.step import capture_stream
 from mateffnet.runtime import resolve_device, torchrun_env
 
 
@@ -44,10 +45,20 @@ def setup(preference: str = "auto") -> Distributed:
 def wrap_model(ctx: Distributed, model: torch.nn.Module) -> torch.nn.Module:
     """The model each process trains: DDP around it under torchrun (the training step compiles DDP itself,
     splitting the graph at DDP's gradient buckets), the model itself otherwise."""
-    if not ctx.enabled:
-        return model
-    device = ctx.device
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return data_parallel(model, ctx.device) if ctx.enabled else model
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (on `device`); on a GPU built on the training step's capture stream,
+    so that the step can be captured as a CUDA graph (train.cuda_graph: true)."""
+    if device.type != "cuda":
+        return torch.nn.parallel.DistributedDataParallel(model)
+    stream, current = capture_stream(device), torch.cuda.current_stream(device)
+    stream.wait_stream(current)
+    with torch.cuda.stream(stream):
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    current.wait_stream(stream)
+    return wrapped
 
 
 def teardown(ctx: Distributed) -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from mateffnet.errors import MateffnetError, error_line
 
-WARMUP_PASSES = 3  # eager passes on a side stream before capture, as PyTorch's CUDA-graph notes advise
+WARMUP_PASSES = 3  # eager passes on the capture stream before capture, as PyTorch's CUDA-graph notes advise
 DDP_WARMUP_PASSES = 11  # DDP needs 11 eager iterations before its backward can be captured (CUDA-graph notes)
 COMPILE_OPTIONS = {"fallback_random": True}  # dropout from eager's RNG kernels: the eager step's masks
 
@@ -174,7 +174,7 @@ class GraphedTrainStep(TrainStep):
 
     def _capture(self, clips: torch.Tensor, labels: torch.Tensor) -> None:
         undo = _Undo(self)
-        side = torch.cuda.Stream()
+        side = capture_stream(torch.device("cuda", torch.cuda.current_device()))
         side.wait_stream(torch.cuda.current_stream())
         try:
             self.static_clips, self.static_labels = clips.clone(), labels.clone()
@@ -188,7 +188,7 @@ class GraphedTrainStep(TrainStep):
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the loader's copy thread keeps using CUDA while this thread captures
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                 self.static_loss = self.forward_backward(self.static_clips, self.static_labels)
         except torch.OutOfMemoryError:
             del graph
@@ -249,6 +249,19 @@ def _end_rng_capture() -> None:
         pass
 
 
+_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one stream per GPU on which the graphed step warms up and is captured, and DDP is built
+    (`distributed.data_parallel`): DDP's reducer keeps the gradient accumulators of the stream it was built on,
+    and capturing its backward on another stream fails."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return _CAPTURE_STREAMS[index]
+
+
 def _uses_ddp(net: torch.nn.Module) -> bool:
     return isinstance(net, torch.nn.parallel.DistributedDataParallel)
 
@@ -273,15 +286,15 @@ def use_compile(setting: bool | str, device: torch.device, deterministic: bool) 
 def use_cuda_graph(setting: bool | None, device: torch.device, precision: torch.dtype, distributed: bool) -> bool:
     """train.cuda_graph: null → on CUDA whenever the step can be captured; true where it cannot → error.
 
-    Under DDP the step is compiled but not captured: DDP's reducer keeps gradient-accumulator nodes made
-    on the stream it was built on, and capturing its backward failed on the H200 (BENCHMARKS.md)."""
+    Under DDP, null means compiled but not captured, true asks for the capture: DDP is then built on the
+    capture stream (`capture_stream`), as PyTorch's CUDA-graph notes require; capturing DDP's backward built
+    on another stream failed on the H200 (BENCHMARKS.md), and on the capture stream it has not been measured."""
     obstacles = [reason for reason, present in (
         ("train.device cuda", device.type != "cuda"),
-        ("one process (not DDP)", distributed),
         ("train.precision other than fp16 (its gradient scaler syncs with the host)", precision == torch.float16),
     ) if present]
     if setting is None:
-        return not obstacles
+        return not obstacles and not distributed
     if setting and obstacles:
         raise MateffnetError(f"train.cuda_graph: true needs {', '.join(obstacles)}; set it to null or false")
     return bool(setting)
