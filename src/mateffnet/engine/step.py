@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from mateffnet.errors import MateffnetError, error_line
 
-WARMUP_PASSES = 3  # eager passes on the capture stream before capture, as PyTorch's CUDA-graph notes advise
+WARMUP_PASSES = 3  # eager passes on a side stream before capture, as PyTorch's CUDA-graph notes advise
 DDP_WARMUP_PASSES = 11  # DDP needs 11 eager iterations before its backward can be captured (CUDA-graph notes)
 COMPILE_OPTIONS = {"fallback_random": True}  # dropout from eager's RNG kernels: the eager step's masks
 
@@ -174,7 +174,8 @@ class GraphedTrainStep(TrainStep):
 
     def _capture(self, clips: torch.Tensor, labels: torch.Tensor) -> None:
         undo = _Undo(self)
-        side = capture_stream(torch.device("cuda", torch.cuda.current_device()))
+        ddp = _uses_ddp(self.net)  # DDP: warm up and capture on the stream it was built on (data_parallel)
+        side = capture_stream(torch.device("cuda", torch.cuda.current_device())) if ddp else torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         try:
             self.static_clips, self.static_labels = clips.clone(), labels.clone()
@@ -188,7 +189,7 @@ class GraphedTrainStep(TrainStep):
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the loader's copy thread keeps using CUDA while this thread captures
-            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=side if ddp else None, capture_error_mode="thread_local"):
                 self.static_loss = self.forward_backward(self.static_clips, self.static_labels)
         except torch.OutOfMemoryError:
             del graph
@@ -253,9 +254,9 @@ _CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
 
 
 def capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """The one stream per GPU on which the graphed step warms up and is captured, and DDP is built
-    (`distributed.data_parallel`): DDP's reducer keeps the gradient accumulators of the stream it was built on,
-    and capturing its backward on another stream fails."""
+    """The one stream per GPU on which DDP is built (`distributed.data_parallel`) and a graphed step of a DDP model
+    warms up and is captured: DDP's reducer keeps the gradient accumulators of the stream it was built on, and
+    capturing its backward on another stream fails."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _CAPTURE_STREAMS:
         _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
