@@ -115,6 +115,11 @@ _INTERPRETER_CHECK = textwrap.dedent(
             y = depthwise_conv2d(x, weight, s)
             for got, expected in zip((y, *torch.autograd.grad(y, (x, weight), grad)), want):
                 assert (got - expected).abs().max() <= 1e-4 * expected.abs().max(), (n, c, h, w, k, s, choice)
+    x = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(6, 1, 5, 5, requires_grad=True)
+    torch.library.opcheck(depthwise.depthwise_conv2d, (x, weight, 2))  # the kernels' strides as the fakes say
+    grad = torch.randn(2, 6, 5, 4).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(depthwise.depthwise_conv2d_backward, (grad, x.detach(), weight.detach(), 2))
     x = torch.randn(3, 5, 8, 6).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(3, 5, 4, 3).contiguous(memory_format=torch.channels_last)
     whole = triton_weight_grad(x, grad, 3, 2)

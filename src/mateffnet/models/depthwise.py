@@ -244,7 +244,7 @@ def triton_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel: int, strid
     _launch_fastest(("weight grad", x.shape, oh, ow, kernel, stride, rows, x.dtype, x.device),
                     _weight_configs(c, ow, taps), launch)
     (partial,) = partials.values()
-    return partial.sum(0)[: kernel * kernel].t().reshape(c, 1, kernel, kernel)
+    return partial.sum(0)[: kernel * kernel].t().reshape(c, 1, kernel, kernel).contiguous()  # as the fake says
 
 
 @torch.library.custom_op("mateffnet::depthwise_conv2d", mutates_args=())
