@@ -187,10 +187,10 @@ def run_prepare(videos_dir: Path, store: Path, shards: int, device: str) -> tupl
 
 
 @contextlib.contextmanager
-def cuda_mps(folder: Path):
-    """Run what the block starts under a CUDA MPS control daemon of its own (processes started inside the
-    block connect to it through the environment; this process keeps the context it has)."""
-    control = shutil.which("nvidia-cuda-mps-control")
+def cuda_mps(control: str, folder: Path):
+    """Run what the block starts under a CUDA MPS control daemon of its own (`control`: the path of
+    nvidia-cuda-mps-control; processes started inside the block connect to it through the environment; this
+    process keeps the context it has)."""
     settings = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "mps-log")}
     for path in settings.values():
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -382,7 +382,8 @@ def main() -> int:
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="time the first prepare on this machine too (its kernel compilation included)")
     args = parser.parse_args()
-    if args.mps and shutil.which("nvidia-cuda-mps-control") is None:
+    mps_control = shutil.which("nvidia-cuda-mps-control") if args.mps else None
+    if args.mps and mps_control is None:
         raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the NVIDIA driver)")
     work = args.work or Path(tempfile.mkdtemp(prefix="mateffnet-prepare-bench-"))
     videos = make_videos(work / "videos", args.videos, args.seconds)
@@ -441,7 +442,7 @@ def main() -> int:
     prepare_rows(args.shards, "")
     several = [shards for shards in args.shards if shards > 1]
     if args.mps and several:
-        with cuda_mps(work):
+        with cuda_mps(mps_control, work):
             kernel_rows(", MPS")
             prepare_rows(several, ", MPS")
     return 0

@@ -252,7 +252,9 @@ def test_when_compiling_fails_the_graphed_step_replays_the_eager_graph(monkeypat
 
 
 @needs_cuda
-def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypatch):
+@pytest.mark.parametrize("cuda_graph, kind", [(None, "compiled"), (True, "compiled + CUDA graph")])
+def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypatch, cuda_graph, kind):
+    """null: compiled, not graphed; true: DDP built on the capture stream lets the step be captured too."""
     import os
 
     import torch.distributed as dist
@@ -263,29 +265,9 @@ def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypa
     eager = _train_on(batches)
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{29400 + os.getpid() % 1000}", rank=0, world_size=1)
     try:
-        graphed = use_cuda_graph(None, CUDA, torch.float32, distributed=True)
+        graphed = use_cuda_graph(cuda_graph, CUDA, torch.float32, distributed=True)
         ddp = _train_on(batches, graphed=graphed, compiled=use_compile("auto", CUDA, deterministic=False), ddp=True)
     finally:
         dist.destroy_process_group()
-    assert ddp[2].kind == "compiled"
-    _assert_same_training(ddp, eager)
-
-
-@needs_cuda
-def test_ddp_built_on_the_capture_stream_can_be_captured_and_gives_the_weights_of_the_step_without_ddp(monkeypatch):
-    import os
-
-    import torch.distributed as dist
-
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    batches = _cuda_batches()
-    eager = _train_on(batches)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{29500 + os.getpid() % 1000}", rank=0, world_size=1)
-    try:
-        graphed = use_cuda_graph(True, CUDA, torch.float32, distributed=True)
-        ddp = _train_on(batches, graphed=graphed, compiled=use_compile("auto", CUDA, deterministic=False), ddp=True)
-    finally:
-        dist.destroy_process_group()
-    assert ddp[2].kind == "compiled + CUDA graph"
+    assert ddp[2].kind == kind
     _assert_same_training(ddp, eager)

@@ -44,37 +44,38 @@ def supported(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
             and stride in (1, 2) and x.dtype == weight.dtype)
 
 
-def _plane_configs(channels: int, width: int) -> list[tuple[int, int, int]]:
-    """(BLOCK_W, BLOCK_C, num_warps) tilings for the forward and input-gradient kernels, the heuristic first: a
-    block of channels as wide as one coalesced load of the channels allows, positions to fill the block."""
+def _tilings(channels: int, width: int, taps: int, block_cs: tuple[int, int, int],
+             elements: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(BLOCK_W, BLOCK_C, num_warps) candidates for a kernel whose program holds TAPS × BLOCK_W × BLOCK_C values,
+    the heuristic first (the middle block of channels and of `elements`: channels as wide as one coalesced load
+    allows, positions to fill the block), then the small and large `elements` for every block of channels."""
     widest = max(16, triton.next_power_of_2(channels))
     configs = []
-    for block_c, elements in [(min(64, widest), 2048)] + [(c, e) for c in (32, 64, 128) for e in (1024, 4096)]:
+    for block_c, size in [(min(block_cs[1], widest), elements[1])] + [(c, e) for c in block_cs
+                                                                     for e in (elements[0], elements[2])]:
         if block_c <= widest:
-            block_w = max(1, min(triton.next_power_of_2(width), elements // block_c))
-            config = (block_w, block_c, 8 if block_w * block_c >= 4096 else 4)
+            block_w = max(1, min(triton.next_power_of_2(width), size // (taps * block_c)))
+            config = (block_w, block_c, 8 if taps * block_w * block_c >= elements[2] else 4)
             configs += [config] if config not in configs else []
     return configs
+
+
+def _plane_configs(channels: int, width: int) -> list[tuple[int, int, int]]:
+    """Tilings of the forward and input-gradient kernels (one tap at a time)."""
+    return _tilings(channels, width, 1, (32, 64, 128), (1024, 2048, 4096))
 
 
 def _weight_configs(channels: int, width: int, taps: int) -> list[tuple[int, int, int]]:
-    """(BLOCK_W, BLOCK_C, num_warps) tilings for the weight-gradient kernel (a TAPS × BLOCK_W × BLOCK_C gather)."""
-    widest = max(16, triton.next_power_of_2(channels))
-    configs = []
-    for block_c, elements in [(min(32, widest), 4096)] + [(c, e) for c in (16, 32, 64) for e in (2048, 8192)]:
-        if block_c <= widest:
-            block_w = max(1, min(triton.next_power_of_2(width), elements // (taps * block_c)))
-            config = (block_w, block_c, 8 if taps * block_w * block_c >= 8192 else 4)
-            configs += [config] if config not in configs else []
-    return configs
+    """Tilings of the weight-gradient kernel (a TAPS × BLOCK_W × BLOCK_C gather)."""
+    return _tilings(channels, width, taps, (16, 32, 64), (2048, 4096, 8192))
 
 
 _FASTEST: dict[tuple, tuple] = {}  # (kernel, shapes, dtype, device) → the tiling timed fastest
 
 
-def _launch_fastest(key: tuple, configs: list[tuple], launch) -> None:
-    """launch(config) with the config timed fastest for `key`: each candidate is timed once per key on CUDA (three
-    launches after one that compiles it); in the interpreter, or while a CUDA graph is being captured, the first."""
+def _launch_fastest(key: tuple, configs: list[tuple], launch):
+    """launch(config) with the config timed fastest for `key`, and what it returns: each candidate is timed once per
+    key on CUDA (three launches after one that compiles it); in the interpreter, or during graph capture, the first."""
     if key not in _FASTEST:
         if _INTERPRET or len(configs) == 1 or torch.cuda.is_current_stream_capturing():
             return launch(configs[0])
@@ -89,7 +90,7 @@ def _launch_fastest(key: tuple, configs: list[tuple], launch) -> None:
             end.synchronize()
             times.append(start.elapsed_time(end))
         _FASTEST[key] = configs[times.index(min(times))]
-    launch(_FASTEST[key])
+    return launch(_FASTEST[key])
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -228,22 +229,19 @@ def triton_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, kernel: int, strid
     taps = triton.next_power_of_2(kernel * kernel)
     rows_total = n * oh
     x_nhwc, grad_y_nhwc = _nhwc(x), _nhwc(grad_y)
-    partials = {}
 
     def launch(config):
         block_w, block_c, warps = config
         chunk = rows or max(1, min(64, rows_total * triton.cdiv(c, block_c) // 4096))
         chunks = triton.cdiv(rows_total, chunk)
-        if (chunks, block_c) not in partials:
-            partials.clear()  # only the last config's buffer is needed
-            partials[chunks, block_c] = torch.empty(chunks, taps, c, device=x.device, dtype=torch.float32)
+        partial = torch.empty(chunks, taps, c, device=x.device, dtype=torch.float32)
         _weight_grad_kernel[(chunks, triton.cdiv(c, block_c))](
-            x_nhwc, grad_y_nhwc, partials[chunks, block_c], h, w, oh, ow, c, rows_total, chunk, STRIDE=stride,
+            x_nhwc, grad_y_nhwc, partial, h, w, oh, ow, c, rows_total, chunk, STRIDE=stride,
             K=kernel, TAPS=taps, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+        return partial
 
-    _launch_fastest(("weight grad", x.shape, oh, ow, kernel, stride, rows, x.dtype, x.device),
-                    _weight_configs(c, ow, taps), launch)
-    (partial,) = partials.values()
+    partial = _launch_fastest(("weight grad", x.shape, oh, ow, kernel, stride, rows, x.dtype, x.device),
+                              _weight_configs(c, ow, taps), launch)
     return partial.sum(0)[: kernel * kernel].t().reshape(c, 1, kernel, kernel).contiguous()  # as the fake says
 
 
