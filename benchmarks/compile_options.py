@@ -4,8 +4,7 @@
 
 Each variant is `mateffnet train`'s default step (torch.compile + one CUDA graph, bf16, channels_last) with
 extra options for torch.compile (inductor's config), e.g. coordinate-descent tuning of the fused kernels'
-block sizes or autotuning of the pointwise / reduction kernels; `triton-depthwise` instead swaps the model's
-depthwise convolutions for the Triton kernels of `mateffnet.models.depthwise`. Every variant and the peer (plain timm
+block sizes or autotuning of the pointwise / reduction kernels. Every variant and the peer (plain timm
 `efficientnet_b0` per frame, `torch.compile` with its defaults, as a user writes it) first compiles in a child
 process, `--parallel` at a time, to fill the on-disk inductor cache (TORCHINDUCTOR_CACHE_DIR); then this
 process measures each one after another, alone on the GPU, from that cache, and prints clips/s, frames/s,
@@ -40,7 +39,6 @@ VARIANTS = {  # name → torch.compile options beyond the default step's own
     "conv1x1-mm": {"conv_1x1_as_mm": True},  # 1x1 convolutions lowered to matmuls the compiler can fuse
     "coordinate-descent+conv1x1-mm": {"coordinate_descent_tuning": True, "conv_1x1_as_mm": True},
     "max-autotune": {"max_autotune": True},  # Triton convolution / matmul templates against cuDNN / cuBLAS
-    "triton-depthwise": {},  # no option: the depthwise layers run mateffnet.models.depthwise's kernels, not cuDNN's
 }
 PEER = "peer: timm compiled"
 
@@ -55,7 +53,6 @@ def build(name: str, args):
         return make_peer(channels, compiled=True), inputs
     step_module.COMPILE_OPTIONS.clear()
     step_module.COMPILE_OPTIONS.update({"fallback_random": True, **VARIANTS[name]})
-    args.triton_depthwise = name == "triton-depthwise"
     inputs = (torch.randint(0, 256, (args.batch, args.segments, channels, 224, 224), dtype=torch.uint8, device="cuda"),
               torch.randint(0, 101, (args.batch,), device="cuda"))
     return make_step(args.stream, args, "default"), inputs

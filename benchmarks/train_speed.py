@@ -79,10 +79,6 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     torch.manual_seed(0)
     model = StreamNet(101, modality=modality, num_segments=args.segments, flow_length=args.flow_length).cuda()
     model.use_channels_last().train()
-    if getattr(args, "triton_depthwise", False):
-        from mateffnet.models.depthwise import use_triton_depthwise
-
-        use_triton_depthwise(model)
     tc = TrainConfig()
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
@@ -232,7 +228,7 @@ def warm_cache(args) -> None:
         for number, (modality, batch, what) in enumerate(jobs):
             command = [sys.executable, __file__, "--streams", modality, "--batch-sizes", str(batch), "--steps", what,
                        "--seconds", "0", "--warmup", "0", "--segments", str(args.segments),
-                       "--flow-length", str(args.flow_length)] + (["--triton-depthwise"] if args.triton_depthwise else [])
+                       "--flow-length", str(args.flow_length)]
             while running and (len(running) >= args.warm_cache or sum(b for _, b, _ in running) + batch > budget):
                 time.sleep(1)
                 reap(block=False)
@@ -361,8 +357,6 @@ def main() -> int:
                              "JPEG store decoded by CPU workers / by nvJPEG; flow stores of the other codecs decoded by "
                              "CPU workers (CODEC) or by nvCOMP on the GPU (CODEC+nvcomp)")
     parser.add_argument("--workers", type=int, default=None, help="CPU-decode loader workers (default: make_loader's)")
-    parser.add_argument("--triton-depthwise", action="store_true",
-                        help="our rows run the depthwise layers with mateffnet.models.depthwise's kernels (the peers do not)")
     parser.add_argument("--gpu-workers", type=int, default=None,
                         help="loader workers when nvJPEG or nvCOMP decodes (default: the loader's deferred_workers())")
     parser.add_argument("--store", type=Path, default=None, help="keep/reuse the store here")
@@ -384,9 +378,7 @@ def main() -> int:
           f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}; "
           f"{'one compilation per model (dynamic batch)' if args.compile_once else 'one compilation per batch size'}")
     print(f"EfficientNet-B0 MAT-EffNet, T={args.segments}, L={args.flow_length}, 224x224, bf16 autocast, channels_last, "
-          "SGD + clipping + cosine schedule; synthetic uint8 batches on the GPU"
-          + ("; our rows' depthwise layers: Triton kernels (mateffnet.models.depthwise)" if args.triton_depthwise else "")
-          + "\n")
+          "SGD + clipping + cosine schedule; synthetic uint8 batches on the GPU\n")
     print("| stream | step | batch (clips) | input | clips/s | frames/s | peak GPU memory (GiB) | first step (s) | ÷ best peer |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     if args.inputs and "default" not in args.steps:
