@@ -14,10 +14,10 @@ schedule) as
             torch.compile + the forward/backward replayed as one CUDA graph
   eager     no compile, no graph (train.compile=false train.cuda_graph=false)
   graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
-  ddp       the step of each `torchrun` process: DistributedDataParallel (one process, NCCL) compiled,
-            no graph (train.cuda_graph null; batch 32 only)
-  ddp-graph the same with train.cuda_graph true: compiled and captured, DDP built on the capture stream
-            (batch 32 only)
+  ddp       DistributedDataParallel (one process, NCCL), compiled, no graph (train.cuda_graph false;
+            batch 32 only)
+  ddp-graph the step of each `torchrun` process (train.cuda_graph null): DDP built on the capture stream,
+            compiled and captured (batch 32 only)
 beside two peer rows: plain timm `efficientnet_b0`, per-frame training at the same number of frames
 per step (batch × T frames, 3 or 2L channels, float input normalised on the GPU, channels_last, bf16
 autocast, SGD with momentum and weight decay, cross-entropy), eager and under `torch.compile`.
@@ -83,8 +83,7 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     cuda = torch.device("cuda")
-    setting = True if kind == "ddp-graph" else tc.cuda_graph
-    graphed = {"eager": False, "graph": True}.get(kind, use_cuda_graph(setting, cuda, torch.bfloat16, kind in DDP_KINDS))
+    graphed = {"eager": False, "graph": True, "ddp": False}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16))
     compiled = kind in ("default", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
     net = model
     if kind in DDP_KINDS:
@@ -261,7 +260,7 @@ EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA
 def label(what: str, used: str) -> str:
     if what in PEERS:
         return what if not used.startswith("failed") else f"{what} ({used})"
-    name = {"ddp": "default, DDP 1 process", "ddp-graph": "DDP 1 process, train.cuda_graph true"}.get(what, what)
+    name = {"ddp": "DDP 1 process, compiled, no graph", "ddp-graph": "default, DDP 1 process"}.get(what, what)
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
 

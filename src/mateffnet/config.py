@@ -155,7 +155,7 @@ class TrainConfig:
     channels_last: bool | None = opt(None, 'channels_last memory format; null: on CUDA only')
     compile: bool | str = opt("auto", 'torch.compile the training step: auto (on CUDA, unless deterministic) | true | false')
     cuda_graph: bool | None = opt(None, 'replay forward+backward (compiled or not) as a CUDA graph (fixed batch shape); '
-                                  'null: on CUDA with one process, precision not fp16; true: under torchrun too')
+                                  'null: on CUDA unless precision is fp16')
     device: str = opt("auto", 'auto | cpu | cuda')
     val_every: int = opt(1, 'validate every N epochs (0: never; the last epoch always)', AT_LEAST_ZERO)
     seed: int = opt(0, "seed for weights init, data order and augmentation")

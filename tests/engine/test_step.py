@@ -13,17 +13,16 @@ CPU, CUDA, CUDA_0 = torch.device("cpu"), torch.device("cuda"), torch.device("cud
 
 
 def test_cuda_graph_by_default_only_where_the_step_can_be_captured():
-    assert use_cuda_graph(None, CUDA, torch.bfloat16, distributed=False)
-    assert not use_cuda_graph(None, CPU, torch.float32, distributed=False)
-    assert not use_cuda_graph(None, CUDA, torch.float16, distributed=False)
-    assert not use_cuda_graph(None, CUDA, torch.bfloat16, distributed=True)
-    assert not use_cuda_graph(False, CUDA, torch.bfloat16, distributed=False)
+    assert use_cuda_graph(None, CUDA, torch.bfloat16)
+    assert not use_cuda_graph(None, CPU, torch.float32)
+    assert not use_cuda_graph(None, CUDA, torch.float16)
+    assert not use_cuda_graph(False, CUDA, torch.bfloat16)
 
 
 def test_asking_for_a_cuda_graph_where_it_cannot_work_names_the_key_and_the_obstacles():
     with pytest.raises(MateffnetError, match=r"train.cuda_graph: true needs train.device cuda, train.precision other"):
-        use_cuda_graph(True, CPU, torch.float16, distributed=True)
-    assert use_cuda_graph(True, CUDA, torch.bfloat16, distributed=True)  # asked for under torchrun: tried
+        use_cuda_graph(True, CPU, torch.float16)
+    assert use_cuda_graph(True, CUDA, torch.bfloat16)
 
 
 def test_compile_auto_means_on_cuda_unless_deterministic_and_true_or_false_as_asked():
@@ -252,9 +251,9 @@ def test_when_compiling_fails_the_graphed_step_replays_the_eager_graph(monkeypat
 
 
 @needs_cuda
-@pytest.mark.parametrize("cuda_graph, kind", [(None, "compiled"), (True, "compiled + CUDA graph")])
+@pytest.mark.parametrize("cuda_graph, kind", [(False, "compiled"), (None, "compiled + CUDA graph")])
 def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypatch, cuda_graph, kind):
-    """null: compiled, not graphed; true: DDP built on the capture stream lets the step be captured too."""
+    """null (the default): DDP built on the capture stream lets the step be captured; false: compiled only."""
     import os
 
     import torch.distributed as dist
@@ -265,7 +264,7 @@ def test_ddp_with_one_process_gives_the_weights_of_the_step_without_ddp(monkeypa
     eager = _train_on(batches)
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{29400 + os.getpid() % 1000}", rank=0, world_size=1)
     try:
-        graphed = use_cuda_graph(cuda_graph, CUDA, torch.float32, distributed=True)
+        graphed = use_cuda_graph(cuda_graph, CUDA, torch.float32)
         ddp = _train_on(batches, graphed=graphed, compiled=use_compile("auto", CUDA, deterministic=False), ddp=True)
     finally:
         dist.destroy_process_group()

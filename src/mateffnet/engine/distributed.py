@@ -43,14 +43,13 @@ def setup(preference: str = "auto") -> Distributed:
 
 
 def wrap_model(ctx: Distributed, model: torch.nn.Module) -> torch.nn.Module:
-    """The model each process trains: DDP around it under torchrun (the training step compiles DDP itself,
-    splitting the graph at DDP's gradient buckets), the model itself otherwise."""
+    """The model each process trains: DDP around it under torchrun, the model itself otherwise."""
     return data_parallel(model, ctx.device) if ctx.enabled else model
 
 
 def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` (on `device`); on a GPU built on the training step's capture stream,
-    so that the step can be captured as a CUDA graph (train.cuda_graph: true)."""
+    so that the training step can be captured as a CUDA graph."""
     if device.type != "cuda":
         return torch.nn.parallel.DistributedDataParallel(model)
     stream, current = capture_stream(device), torch.cuda.current_stream(device)

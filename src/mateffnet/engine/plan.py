@@ -28,7 +28,7 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
     check_batch_split(tc, world)
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    graphed = use_cuda_graph(tc.cuda_graph, device, precision, world > 1)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision)
     compiled = use_compile(tc.compile, device, tc.deterministic)
     params = sum(p.numel() for p in model.parameters())
     steps = prepared // tc.batch_size

@@ -284,18 +284,17 @@ def use_compile(setting: bool | str, device: torch.device, deterministic: bool) 
     return bool(setting)
 
 
-def use_cuda_graph(setting: bool | None, device: torch.device, precision: torch.dtype, distributed: bool) -> bool:
+def use_cuda_graph(setting: bool | None, device: torch.device, precision: torch.dtype) -> bool:
     """train.cuda_graph: null → on CUDA whenever the step can be captured; true where it cannot → error.
 
-    Under DDP, null means compiled but not captured, true asks for the capture: DDP is then built on the
-    capture stream (`capture_stream`), as PyTorch's CUDA-graph notes require; capturing DDP's backward built
-    on another stream failed on the H200 (BENCHMARKS.md), and on the capture stream it has not been measured."""
+    Under torchrun too: DDP is built on the capture stream (`capture_stream`), as PyTorch's CUDA-graph notes
+    require (its backward, built on another stream, could not be captured)."""
     obstacles = [reason for reason, present in (
         ("train.device cuda", device.type != "cuda"),
         ("train.precision other than fp16 (its gradient scaler syncs with the host)", precision == torch.float16),
     ) if present]
     if setting is None:
-        return not obstacles and not distributed
+        return not obstacles
     if setting and obstacles:
         raise MateffnetError(f"train.cuda_graph: true needs {', '.join(obstacles)}; set it to null or false")
     return bool(setting)

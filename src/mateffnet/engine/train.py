@@ -68,7 +68,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
     check_batch_split(tc, ctx.world_size)
     device = ctx.device
     precision = resolve_precision(tc.precision, device)
-    graphed = use_cuda_graph(tc.cuda_graph, device, precision, ctx.enabled)
+    graphed = use_cuda_graph(tc.cuda_graph, device, precision)
     compiled = use_compile(tc.compile, device, tc.deterministic)
     model = build_model(config, class_names).to(device)
     if use_channels_last(tc, device):
