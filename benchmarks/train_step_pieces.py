@@ -28,6 +28,7 @@ from train_speed import make_peer, measure, repeat  # noqa: E402
 from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.engine.step import StepOptions, make_train_step  # noqa: E402
 from mateffnet.engine.build import make_optimizer, parameter_groups  # noqa: E402
+from mateffnet.engine.distributed import data_parallel  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 from mateffnet.models.attention import MultiHeadSelfAttention  # noqa: E402
 
@@ -51,7 +52,7 @@ def build(modality, args, graphed=False, compiled=False, fused=False, ddp=False,
     if fused:
         optimizer = torch.optim.SGD(parameter_groups(model, tc.weight_decay), lr=tc.lr, momentum=tc.momentum, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0], gradient_as_bucket_view=True) if ddp else model
+    net = data_parallel(model, torch.device("cuda", 0)) if ddp else model  # as `mateffnet train` builds it
     step = make_train_step(net, optimizer, scheduler, options=StepOptions(torch.bfloat16, 0.0, tc.clip_grad_norm),
                            graphed=graphed, compiled=compiled)
     if reduce_overhead:
