@@ -12,6 +12,8 @@ with the same uint8 batch on the GPU every step (synthetic: no loader), the trai
 schedule) as
   default   what `mateffnet train` picks on one GPU (train.compile auto, train.cuda_graph null):
             torch.compile + the forward/backward replayed as one CUDA graph
+  tuned     the default with train.compile_tuning: true (inductor times its kernels' block sizes and
+            runs 1x1 convolutions as matmuls; a longer cold compile)
   eager     no compile, no graph (train.compile=false train.cuda_graph=false)
   graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
   ddp       DistributedDataParallel (one process, NCCL), compiled, no graph (train.cuda_graph false;
@@ -68,7 +70,7 @@ from mateffnet.engine.distributed import data_parallel  # noqa: E402
 from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 
-STEP_KINDS = ("default", "eager", "graph", "ddp", "ddp-graph")
+STEP_KINDS = ("default", "tuned", "eager", "graph", "ddp", "ddp-graph")
 DDP_KINDS = ("ddp", "ddp-graph")
 PEERS = ("timm eager", "timm compiled")
 DDP_BATCH = 32
@@ -79,16 +81,17 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     torch.manual_seed(0)
     model = StreamNet(101, modality=modality, num_segments=args.segments, flow_length=args.flow_length).cuda()
     model.use_channels_last().train()
-    tc = TrainConfig()
+    tc = TrainConfig(compile_tuning=kind == "tuned")
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     cuda = torch.device("cuda")
     graphed = {"eager": False, "graph": True, "ddp": False}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16))
-    compiled = kind in ("default", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
+    compiled = kind in ("default", "tuned", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
     net = model
     if kind in DDP_KINDS:
         net = data_parallel(model, torch.device("cuda", 0))  # as distributed.wrap_model builds it
-    step = make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled)
+    step = make_train_step(net, optimizer, scheduler, options=options, graphed=graphed, compiled=compiled,
+                           tuned=tc.compile_tuning)
     if compiled and args.compile_once:
         step.forward = batch_dynamic(step.forward)
     return step
@@ -185,7 +188,7 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
         torch.cuda.empty_cache()
 
 
-COMPILED_ROWS = ("default", *DDP_KINDS, "timm compiled")
+COMPILED_ROWS = ("default", "tuned", *DDP_KINDS, "timm compiled")
 
 
 def rows_at(batch: int, steps: list[str]) -> list[str]:
@@ -253,14 +256,15 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
 
-EXPECTED = {"default": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph", "ddp": "compiled",
-            "ddp-graph": "compiled + CUDA graph"}
+EXPECTED = {"default": "compiled + CUDA graph", "tuned": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph",
+            "ddp": "compiled", "ddp-graph": "compiled + CUDA graph"}
 
 
 def label(what: str, used: str) -> str:
     if what in PEERS:
         return what if not used.startswith("failed") else f"{what} ({used})"
-    name = {"ddp": "DDP 1 process, compiled, no graph", "ddp-graph": "default, DDP 1 process"}.get(what, what)
+    name = {"tuned": "default + train.compile_tuning", "ddp": "DDP 1 process, compiled, no graph",
+            "ddp-graph": "default, DDP 1 process"}.get(what, what)
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
 

@@ -113,6 +113,13 @@ def test_values_out_of_their_declared_range_are_refused_when_read(override, mess
     assert "\n" not in str(error.value)
 
 
+def test_tuning_the_compiled_step_without_compiling_it_is_refused_and_allowed_with_auto_or_true():
+    with pytest.raises(MateffnetError, match=r"train\.compile_tuning: true .* needs train\.compile auto or true"):
+        load_config(None, ["train.compile_tuning=true", "train.compile=false"])
+    for setting in ("auto", "true"):
+        assert load_config(None, ["train.compile_tuning=true", f"train.compile={setting}"]).train.compile_tuning
+
+
 def test_every_number_key_declares_its_range_next_to_its_help():
     import typing
 

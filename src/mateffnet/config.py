@@ -154,6 +154,8 @@ class TrainConfig:
     precision: str = opt("auto", 'auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16')
     channels_last: bool | None = opt(None, 'channels_last memory format; null: on CUDA only')
     compile: bool | str = opt("auto", 'torch.compile the training step: auto (on CUDA, unless deterministic) | true | false')
+    compile_tuning: bool = opt(False, "compiled step: inductor picks its kernels' block sizes by timing (coordinate "
+                               "descent) and runs 1x1 convolutions as matmuls; a longer first compile (cached)")
     cuda_graph: bool | None = opt(None, 'replay forward+backward (compiled or not) as a CUDA graph (fixed batch shape); '
                                   'null: on CUDA unless precision is fp16')
     device: str = opt("auto", 'auto | cpu | cuda')
@@ -246,6 +248,8 @@ def _build(cls, data: dict, source: str, prefix: str):
     built = cls(**values)
     if cls is ModelConfig and built.embed_dim % built.heads:
         raise MateffnetError(f"{source}: model.embed_dim ({built.embed_dim}) must be a multiple of model.heads ({built.heads})")
+    if cls is TrainConfig and built.compile_tuning and built.compile is False:
+        raise MateffnetError(f"{source}: train.compile_tuning: true tunes the compiled step; it needs train.compile auto or true")
     return built
 
 

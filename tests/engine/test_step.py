@@ -69,6 +69,26 @@ def test_when_compiling_fails_the_step_says_so_once_and_trains_exactly_like_the_
         assert torch.equal(fallback[1][key], eager[1][key]), key
 
 
+@pytest.mark.parametrize("tuned", [False, True])
+def test_the_compiled_step_hands_inductor_the_tuning_options_only_when_tuned_and_says_so(monkeypatch, tuned):
+    asked = []
+
+    def recording_compile(net, options):  # compiles nothing: the step then trains as the eager one
+        asked.append(options)
+        return net
+
+    monkeypatch.setattr(step_module.torch, "compile", recording_compile)
+    model = StreamNet(4, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=16)
+    optimizer, scheduler = make_optimizer(model, TrainConfig(epochs=1), steps_per_epoch=2)
+    reports = []
+    step = make_train_step(model, optimizer, scheduler, compiled=True, report=reports.append, tuned=tuned)
+    step(torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 3]))
+    expected = {**step_module.COMPILE_OPTIONS, **(step_module.TUNING_OPTIONS if tuned else {})}
+    assert asked == [expected] and asked[0]["fallback_random"]
+    assert asked[0].get("coordinate_descent_tuning", False) is tuned
+    assert reports[0].startswith("training step: compiled, kernels tuned (" if tuned else "training step: compiled (")
+
+
 def test_the_eager_step_takes_an_sgd_step_with_clipping_and_schedule():
     torch.manual_seed(0)
     model = StreamNet(4, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=16,
@@ -157,14 +177,14 @@ def _small_stream():
     return model.use_channels_last()
 
 
-def _train_on(batches, precision=torch.float32, graphed=False, compiled=False, ddp=False, dropout_seed=0):
+def _train_on(batches, precision=torch.float32, graphed=False, compiled=False, ddp=False, dropout_seed=0, tuned=False):
     """(losses, state dict incl. BN statistics, the step, the initial state) after training a fresh model on `batches`."""
     model = _small_stream()
     initial = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     optimizer, scheduler = make_optimizer(model, TrainConfig(lr=0.05, weight_decay=0.0, schedule="constant"), 4)
     net = data_parallel(model, CUDA_0) if ddp else model
     step = make_train_step(net, optimizer, scheduler, options=StepOptions(precision, 0.0, 1.0), graphed=graphed,
-                           compiled=compiled)
+                           compiled=compiled, tuned=tuned)
     torch.cuda.manual_seed(dropout_seed)
     losses = torch.stack([step(clips, labels) for clips, labels in batches]).cpu()
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
@@ -203,10 +223,11 @@ def test_the_compiled_graphed_step_gives_the_eager_steps_losses_weights_bn_stati
 
 
 @needs_cuda
-def test_in_bf16_the_compiled_graphed_step_stays_within_rounding_of_the_eager_step():
+@pytest.mark.parametrize("tuned", [False, True])
+def test_in_bf16_the_compiled_graphed_step_stays_within_rounding_of_the_eager_step(tuned):
     batches = _cuda_batches()
     eager, other_masks = _train_on(batches, torch.bfloat16), _train_on(batches, torch.bfloat16, dropout_seed=1)
-    fast = _train_on(batches, torch.bfloat16, graphed=True, compiled=True)
+    fast = _train_on(batches, torch.bfloat16, graphed=True, compiled=True, tuned=tuned)
     assert fast[2].kind == "compiled + CUDA graph"
     fast_distance, masks_distance = _distance(fast, eager), _distance(other_masks, eager)
     print(f"bf16: losses {fast[0].tolist()} vs {eager[0].tolist()}; weights {fast_distance:.2e} "

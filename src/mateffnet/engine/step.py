@@ -30,6 +30,9 @@ from mateffnet.errors import MateffnetError, error_line
 WARMUP_PASSES = 3  # eager passes on a side stream before capture, as PyTorch's CUDA-graph notes advise
 DDP_WARMUP_PASSES = 11  # DDP needs 11 eager iterations before its backward can be captured (CUDA-graph notes)
 COMPILE_OPTIONS = {"fallback_random": True}  # dropout from eager's RNG kernels: the eager step's masks
+# train.compile_tuning: inductor times block sizes around each fused kernel's heuristic ones (coordinate
+# descent) and lowers 1x1 convolutions to matmuls; slower to compile, the kernels picked by timing
+TUNING_OPTIONS = {"coordinate_descent_tuning": True, "conv_1x1_as_mm": True}
 
 
 @dataclass
@@ -43,19 +46,20 @@ class TrainStep:
     """step(clips, labels) → the batch's loss (a detached 0-d tensor on the device; no host sync).
 
     `compiled`: the forward and backward passes run through `torch.compile(net)`; the first call compiles
-    (an extra pass, undone). `report` is called once with a line saying which step trains and how long
-    compiling / capturing took.
+    (an extra pass, undone); `tuned`: with TUNING_OPTIONS too. `report` is called once with a line saying which
+    step trains and how long compiling / capturing took.
     """
 
     def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler=None,
                  scaler: torch.amp.GradScaler | None = None, options: StepOptions | None = None,
-                 compiled: bool = False, report: Callable[[str], None] | None = None):
+                 compiled: bool = False, report: Callable[[str], None] | None = None, tuned: bool = False):
         self.net, self.optimizer, self.scheduler = net, optimizer, scheduler
         self.scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)
         self.options = options or StepOptions()
         self.device_type = next(net.parameters()).device.type
-        self.compiled = compiled
-        self.forward = torch.compile(net, options=COMPILE_OPTIONS) if compiled else net
+        self.compiled, self.tuned = compiled, tuned
+        inductor = {**COMPILE_OPTIONS, **(TUNING_OPTIONS if tuned else {})}
+        self.forward = torch.compile(net, options=inductor) if compiled else net
         self.report = report
         self.setup_seconds: float | None = None  # compile / capture time, once the first call has run
 
@@ -122,7 +126,8 @@ class TrainStep:
         self.setup_seconds = time.perf_counter() - started
         if self.report is not None:
             spent = f" ({self.setup_seconds:.1f} s to compile and capture)" if self.kind != "eager" else ""
-            self.report(f"training step: {self.kind}{spent}")
+            tuned = ", kernels tuned" if self.compiled and self.tuned else ""
+            self.report(f"training step: {self.kind}{tuned}{spent}")
 
 
 class GraphedTrainStep(TrainStep):
@@ -272,8 +277,9 @@ def _note(text: str) -> None:
 
 
 def make_train_step(net, optimizer, scheduler=None, scaler=None, options: StepOptions | None = None,
-                    graphed: bool = False, compiled: bool = False, report=None) -> TrainStep:
-    return (GraphedTrainStep if graphed else TrainStep)(net, optimizer, scheduler, scaler, options, compiled, report)
+                    graphed: bool = False, compiled: bool = False, report=None, tuned: bool = False) -> TrainStep:
+    return (GraphedTrainStep if graphed else TrainStep)(net, optimizer, scheduler, scaler, options, compiled, report,
+                                                         tuned)
 
 
 def use_compile(setting: bool | str, device: torch.device, deterministic: bool) -> bool:

@@ -110,7 +110,7 @@ def _train(config, out_dir, resume, train_set, val_set, class_names, progress, c
 
     net = distributed.wrap_model(ctx, model)
     step = make_train_step(net, optimizer, scheduler, scaler, StepOptions(precision, tc.label_smoothing, tc.clip_grad_norm),
-                           graphed, compiled, report=tqdm.write if ctx.is_main else None)
+                           graphed, compiled, report=tqdm.write if ctx.is_main else None, tuned=tc.compile_tuning)
     val_loader = (make_eval_loader(val_set, tc.batch_size // ctx.world_size, config.data.workers, ctx)
                   if val_set is not None else None)
     board = _tensorboard(out_dir) if ctx.is_main else None
