@@ -37,7 +37,9 @@ VARIANTS = {  # name → torch.compile options beyond the default step's own
     "coordinate-descent": {"coordinate_descent_tuning": True},  # tunes each fused kernel's block sizes
     "pointwise-autotune": {"max_autotune_pointwise": True},  # benchmarks configs of pointwise/reduction kernels
     "conv1x1-mm": {"conv_1x1_as_mm": True},  # 1x1 convolutions lowered to matmuls the compiler can fuse
-    "coordinate-descent+conv1x1-mm": {"coordinate_descent_tuning": True, "conv_1x1_as_mm": True},
+    "coordinate-descent+conv1x1-mm": step_module.TUNING_OPTIONS,  # train.compile_tuning
+    # those matmuls as Triton templates timed against cuBLAS, with the neighbouring BN / SiLU / SE fused into them
+    "conv1x1-mm+gemm-autotune": {"conv_1x1_as_mm": True, "max_autotune_gemm": True},
     "max-autotune": {"max_autotune": True},  # Triton convolution / matmul templates against cuDNN / cuBLAS
 }
 PEER = "peer: timm compiled"
