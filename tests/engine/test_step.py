@@ -1,5 +1,8 @@
+import shutil
+
 import pytest
 import torch
+import torch._inductor.config
 
 from mateffnet.config import TrainConfig
 import mateffnet.engine.step as step_module
@@ -42,14 +45,14 @@ def _failing_compile(net, **options):
     return compiled
 
 
-def _tiny_run(compiled: bool, device="cpu", graphed=False, steps=3):
+def _tiny_run(compiled: bool, device="cpu", graphed=False, steps=3, tuned=False):
     torch.manual_seed(0)
     model = StreamNet(5, backbone="resnet18", pretrained=None, num_segments=2, input_size=32, embed_dim=16,
                       dropout=0.5).to(device)
     optimizer, scheduler = make_optimizer(model, TrainConfig(epochs=2, lr=0.05), steps_per_epoch=4)
     reports = []
     step = make_train_step(model, optimizer, scheduler, options=StepOptions(clip_grad_norm=1.0), graphed=graphed,
-                           compiled=compiled, report=reports.append)
+                           compiled=compiled, report=reports.append, tuned=tuned)
     generator = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(steps):
@@ -85,8 +88,19 @@ def test_the_compiled_step_hands_inductor_the_tuning_options_only_when_tuned_and
     step(torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 3]))
     expected = {**step_module.COMPILE_OPTIONS, **(step_module.TUNING_OPTIONS if tuned else {})}
     assert asked == [expected] and asked[0]["fallback_random"]
+    assert all(hasattr(torch._inductor.config, key) for key in expected)  # names this torch's inductor knows
     assert asked[0].get("coordinate_descent_tuning", False) is tuned
     assert reports[0].startswith("training step: compiled, kernels tuned (" if tuned else "training step: compiled (")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or not torch._dynamo.is_dynamo_supported(),
+                    reason="needs torch.compile on this Python and g++ for inductor's CPU kernels")
+def test_on_the_cpu_the_tuned_compiled_step_trains_like_the_eager_step():
+    eager, tuned = _tiny_run(compiled=False), _tiny_run(compiled=True, tuned=True)
+    assert tuned[2].kind == "compiled" and tuned[3][0].startswith("training step: compiled, kernels tuned (")
+    torch.testing.assert_close(tuned[0], eager[0], rtol=1e-4, atol=1e-5)
+    for key in eager[1]:  # weights, BatchNorm statistics; dropout drew the eager step's masks
+        torch.testing.assert_close(tuned[1][key], eager[1][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_the_eager_step_takes_an_sgd_step_with_clipping_and_schedule():
