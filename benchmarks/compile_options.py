@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--flow-length", type=int, default=10)
     parser.add_argument("--skip-warm", action="store_true", help="measure on the cache as it is")
     parser.add_argument("--warm-only", action="store_true", help="fill the cache, measure nothing")
+    parser.add_argument("--no-peer-warm", action="store_true",
+                        help="warm only the variants (an earlier run on this machine warmed the peer)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,7 +174,7 @@ def main() -> int:
         print(json.dumps(row(args.child, args, seconds=0.0)), flush=True)
         return 0
     names = [PEER, *args.variants]
-    cold = {} if args.skip_warm else warm(names, args)
+    cold = {} if args.skip_warm else warm(args.variants if args.no_peer_warm else names, args)
     if args.warm_only:
         return 0
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.stream}, batch {args.batch} clips × "
