@@ -25,6 +25,14 @@ def test_the_plan_names_the_model_the_data_and_the_schedule(config, tmp_path):
     assert plan.splitlines()[-1].startswith("warning    no training video is prepared")
 
 
+@pytest.mark.parametrize("tuned", [False, True])
+def test_the_plans_device_line_names_the_compiled_step_and_whether_its_kernels_are_tuned(config, tmp_path, tuned):
+    config.train.compile, config.train.compile_tuning = True, tuned
+    device_line = next(line for line in describe_plan(config, tmp_path / "run").splitlines() if line.startswith("device"))
+    assert device_line.startswith("device     cpu, float32, torch.compile")
+    assert ("torch.compile (kernels tuned)" in device_line) is tuned
+
+
 def test_the_plan_refuses_what_training_would_refuse(config, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(MateffnetError, match="train.batch_size 4 \\(global\\) must be divisible by the 3 processes"):

@@ -54,7 +54,8 @@ def describe_plan(config: ExperimentConfig, out_dir: Path) -> str:
         + f", validation every {tc.val_every} epoch(s) with {data.val_segments or model_cfg.num_segments} segments × 1 crop",
         f"device     {device}, {str(precision).replace('torch.', '')}"
         + (", channels_last" if use_channels_last(tc, device) else "")
-        + (", torch.compile" if compiled else "") + (", CUDA graph" if graphed else "")
+        + (", torch.compile" + (" (kernels tuned)" if tc.compile_tuning else "") if compiled else "")
+        + (", CUDA graph" if graphed else "")
         + (", deterministic" if tc.deterministic else ""),
     ]
     if prepared == 0:
