@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (only present in the project's CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test compiles as a new training process does: frames compiled by an earlier test would make dynamo
+    recompile this one's model with dynamic shapes (slower to compile, other kernels)."""
+    yield
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
 
 
 @pytest.fixture
