@@ -163,6 +163,8 @@ def main() -> int:
     parser.add_argument("--warm-only", action="store_true", help="fill the cache, measure nothing")
     parser.add_argument("--no-peer-warm", action="store_true",
                         help="warm only the variants (an earlier run on this machine warmed the peer)")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="leave the peer out: ratios are then to the default variant (tuning vs default)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,23 +176,24 @@ def main() -> int:
     if args.child:
         print(json.dumps(row(args.child, args, seconds=0.0)), flush=True)
         return 0
-    names = [PEER, *args.variants]
+    names = args.variants if args.no_peer else [PEER, *args.variants]
+    reference = names[0]
     cold = {} if args.skip_warm else warm(args.variants if args.no_peer_warm else names, args)
     if args.warm_only:
         return 0
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.stream}, batch {args.batch} clips × "
           f"{args.segments} frames, inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}\n")
-    print("| step | inductor options | clips/s | frames/s | peak GPU memory (GiB) | cold compile (s) | ÷ peer |")
+    print(f"| step | inductor options | clips/s | frames/s | peak GPU memory (GiB) | cold compile (s) | ÷ {reference} |")
     print("|---|---|---:|---:|---:|---:|---:|")
     results = {}
     for name in names:
         results[name] = result = row(name, args, args.seconds)
-        peer = results[PEER].get("clips")
+        base = results[reference].get("clips")
         options = "torch.compile defaults" if name == PEER else json.dumps(VARIANTS[name]) or "{}"
         if "failed" in result:
             print(f"| {name} | {options} | failed: {result['failed']} | | | {cold.get(name, '')} | |", flush=True)
             continue
-        ratio = f"{result['clips'] / peer:.3f}" if peer else ""
+        ratio = f"{result['clips'] / base:.3f}" if base else ""
         used = "" if result["used"] in ("", "compiled + CUDA graph") else f" ({result['used']})"
         print(f"| {name}{used} | {options} | {result['clips']:.1f} | {result['clips'] * args.segments:.0f} | "
               f"{result['peak']:.1f} | {cold.get(name, '')} | {ratio} |", flush=True)
