@@ -1,0 +1,83 @@
+import copy
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from mateffnet.models import create_backbone
+from mateffnet.models.depthwise import DepthwiseConv2d, use_forward_input_gradients
+
+
+def _gradients(module, x, seed=1):
+    x = x.clone().requires_grad_()
+    y = module(x)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=y.dtype).to(y))
+    return (y, x.grad, *(parameter.grad for parameter in module.parameters()))
+
+
+@pytest.mark.parametrize("kernel, padding, dilation", [(3, 1, 1), (5, 2, 1), (3, 2, 2), (3, 0, 1), (5, 1, 1)])
+def test_the_input_gradient_as_a_forward_convolution_equals_the_library_gradient(kernel, padding, dilation):
+    torch.manual_seed(0)
+    library = nn.Conv2d(6, 6, kernel, 1, padding, dilation, groups=6, bias=False).double()
+    ours = copy.deepcopy(library)
+    ours.__class__ = DepthwiseConv2d
+    x = torch.randn(2, 6, 11, 9, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    for expected, got in zip(_gradients(library, x), _gradients(ours, x)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_under_autocast_the_gradients_come_back_in_the_parameters_dtype():
+    torch.manual_seed(0)
+    library = nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False)
+    ours = copy.deepcopy(library)
+    ours.__class__ = DepthwiseConv2d
+    x = torch.randn(2, 8, 10, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = _gradients(library, x), _gradients(ours, x)
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == got[2].dtype == torch.float32
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want, rtol=2e-2, atol=2e-2)
+
+
+def test_only_stride_1_bias_free_depthwise_convolutions_are_replaced_and_the_weights_stay():
+    import timm
+
+    torch.manual_seed(0)
+    library = timm.create_model("efficientnet_b0", num_classes=0, global_pool="").double().train()
+    ours = copy.deepcopy(library)
+    replaced = use_forward_input_gradients(ours)
+    depthwise = {name: module for name, module in library.named_modules()
+                 if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1}
+    stride_1 = [name for name, module in depthwise.items() if module.stride == (1, 1)]
+    assert replaced == len(stride_1) == 12 and len(depthwise) == 16
+    modules = dict(ours.named_modules())
+    assert all(type(modules[name]) is DepthwiseConv2d for name in stride_1)
+    assert all(type(modules[name]) is nn.Conv2d for name in depthwise if name not in stride_1)
+    assert list(ours.state_dict()) == list(library.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), library.state_dict().values()))
+    x, weights = torch.randn(3, 3, 64, 64, dtype=torch.double), torch.randn(3, 1280, 2, 2, dtype=torch.double)
+    for model in (library, ours):
+        (model(x) * weights).sum().backward()
+    for (name, a), b in zip(library.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_the_backbones_use_them():
+    backbone = create_backbone("efficientnet_b0")
+    assert sum(type(module) is DepthwiseConv2d for module in backbone.modules()) == 12
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or not torch._dynamo.is_dynamo_supported(),
+                    reason="needs torch.compile on this Python and g++ for inductor's CPU kernels")
+def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False))
+    use_forward_input_gradients(block)
+    compiled = copy.deepcopy(block)
+    x = torch.randn(2, 4, 12, 12)
+    expected = _gradients(block, x)
+    got = _gradients(torch.compile(compiled, fullgraph=True), x)  # fullgraph: a graph break is an error
+    assert len(got) == len(expected) == 6
+    for want, have in zip(expected, got):  # output, input gradient, every parameter's gradient
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
