@@ -81,3 +81,17 @@ def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
     assert len(got) == len(expected) == 6
     for want, have in zip(expected, got):  # output, input gradient, every parameter's gradient
         torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns():
+    torch.manual_seed(0)
+    library = nn.Conv2d(32, 32, 5, 1, 2, groups=32, bias=False).cuda()
+    ours = copy.deepcopy(library)
+    ours.__class__ = DepthwiseConv2d
+    x = torch.randn(8, 32, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        expected, got = _gradients(library, x), _gradients(ours, x)
+    assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.float32
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want, rtol=1e-2, atol=1e-2)
