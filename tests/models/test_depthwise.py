@@ -16,12 +16,16 @@ def _gradients(module, x, seed=1):
     return (y, x.grad, *(parameter.grad for parameter in module.parameters()))
 
 
+def _library_and_ours(library: nn.Conv2d) -> tuple[nn.Conv2d, DepthwiseConv2d]:
+    ours = copy.deepcopy(library)
+    ours.__class__ = DepthwiseConv2d
+    return library, ours
+
+
 @pytest.mark.parametrize("kernel, padding, dilation", [(3, 1, 1), (5, 2, 1), (3, 2, 2), (3, 0, 1), (5, 1, 1)])
 def test_the_input_gradient_as_a_forward_convolution_equals_the_library_gradient(kernel, padding, dilation):
     torch.manual_seed(0)
-    library = nn.Conv2d(6, 6, kernel, 1, padding, dilation, groups=6, bias=False).double()
-    ours = copy.deepcopy(library)
-    ours.__class__ = DepthwiseConv2d
+    library, ours = _library_and_ours(nn.Conv2d(6, 6, kernel, 1, padding, dilation, groups=6, bias=False).double())
     x = torch.randn(2, 6, 11, 9, dtype=torch.double).contiguous(memory_format=torch.channels_last)
     for expected, got in zip(_gradients(library, x), _gradients(ours, x)):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
@@ -29,9 +33,7 @@ def test_the_input_gradient_as_a_forward_convolution_equals_the_library_gradient
 
 def test_under_autocast_the_gradients_come_back_in_the_parameters_dtype():
     torch.manual_seed(0)
-    library = nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False)
-    ours = copy.deepcopy(library)
-    ours.__class__ = DepthwiseConv2d
+    library, ours = _library_and_ours(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False))
     x = torch.randn(2, 8, 10, 10)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected, got = _gradients(library, x), _gradients(ours, x)
@@ -86,9 +88,7 @@ def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns():
     torch.manual_seed(0)
-    library = nn.Conv2d(32, 32, 5, 1, 2, groups=32, bias=False).cuda()
-    ours = copy.deepcopy(library)
-    ours.__class__ = DepthwiseConv2d
+    library, ours = _library_and_ours(nn.Conv2d(32, 32, 5, 1, 2, groups=32, bias=False).cuda())
     x = torch.randn(8, 32, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, got = _gradients(library, x), _gradients(ours, x)
