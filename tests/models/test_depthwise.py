@@ -31,6 +31,19 @@ def test_the_input_gradient_as_a_forward_convolution_equals_the_library_gradient
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (5, 2, 2), (3, 2, 0), (4, 2, 1), (5, 2, 3), (3, 3, 1), (2, 2, 0)])
+@pytest.mark.parametrize("size", [(12, 10), (11, 9)])  # even sizes, and odd ones whose last row and column no phase fills
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_strided_input_gradient_from_its_phases_equals_the_library_gradient(kernel, stride, padding, size, memory_format):
+    torch.manual_seed(0)
+    library, ours = _library_and_ours(nn.Conv2d(6, 6, kernel, stride, padding, groups=6, bias=False).double())
+    x = torch.randn(2, 6, *size, dtype=torch.double).contiguous(memory_format=memory_format)
+    expected, got = _gradients(library, x), _gradients(ours, x)
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want, rtol=1e-12, atol=1e-12)
+    assert got[1].is_contiguous(memory_format=memory_format)  # the input gradient keeps the input's layout
+
+
 def test_under_autocast_the_gradients_come_back_in_the_parameters_dtype():
     torch.manual_seed(0)
     library, ours = _library_and_ours(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False))
@@ -42,20 +55,21 @@ def test_under_autocast_the_gradients_come_back_in_the_parameters_dtype():
         torch.testing.assert_close(have, want, rtol=2e-2, atol=2e-2)
 
 
-def test_only_stride_1_bias_free_depthwise_convolutions_are_replaced_and_the_weights_stay():
+@pytest.mark.parametrize("strided", [False, True])
+def test_only_bias_free_depthwise_convolutions_are_replaced_strided_ones_when_asked_and_the_weights_stay(strided):
     import timm
 
     torch.manual_seed(0)
     library = timm.create_model("efficientnet_b0", num_classes=0, global_pool="").double().train()
     ours = copy.deepcopy(library)
-    replaced = use_forward_input_gradients(ours)
+    replaced = use_forward_input_gradients(ours, strided=strided)
     depthwise = {name: module for name, module in library.named_modules()
                  if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1}
-    stride_1 = [name for name, module in depthwise.items() if module.stride == (1, 1)]
-    assert replaced == len(stride_1) == 12 and len(depthwise) == 16
+    chosen = [name for name, module in depthwise.items() if strided or module.stride == (1, 1)]
+    assert replaced == len(chosen) == (16 if strided else 12) and len(depthwise) == 16
     modules = dict(ours.named_modules())
-    assert all(type(modules[name]) is DepthwiseConv2d for name in stride_1)
-    assert all(type(modules[name]) is nn.Conv2d for name in depthwise if name not in stride_1)
+    assert all(type(modules[name]) is DepthwiseConv2d for name in chosen)
+    assert all(type(modules[name]) is nn.Conv2d for name in depthwise if name not in chosen)
     assert list(ours.state_dict()) == list(library.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), library.state_dict().values()))
     x, weights = torch.randn(3, 3, 64, 64, dtype=torch.double), torch.randn(3, 1280, 2, 2, dtype=torch.double)
@@ -74,21 +88,23 @@ def test_the_backbones_use_them():
                     reason="needs torch.compile on this Python and g++ for inductor's CPU kernels")
 def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
     torch.manual_seed(0)
-    block = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False))
-    use_forward_input_gradients(block)
+    block = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False),
+                          nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False))
+    assert use_forward_input_gradients(block, strided=True) == 2
     compiled = copy.deepcopy(block)
     x = torch.randn(2, 4, 12, 12)
     expected = _gradients(block, x)
     got = _gradients(torch.compile(compiled, fullgraph=True), x)  # fullgraph: a graph break is an error
-    assert len(got) == len(expected) == 6
+    assert len(got) == len(expected) == 7
     for want, have in zip(expected, got):  # output, input gradient, every parameter's gradient
         torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns(stride):
     torch.manual_seed(0)
-    library, ours = _library_and_ours(nn.Conv2d(32, 32, 5, 1, 2, groups=32, bias=False).cuda())
+    library, ours = _library_and_ours(nn.Conv2d(32, 32, 5, stride, 2, groups=32, bias=False).cuda())
     x = torch.randn(8, 32, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, got = _gradients(library, x), _gradients(ours, x)
