@@ -87,7 +87,7 @@ class _ForwardInputGradient(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         # under autocast the forward ran in the output's dtype; the backward does too
-        x_used, weight_used = x.to(grad.dtype), weight.to(grad.dtype)
+        weight_used = weight.to(grad.dtype)
         groups = weight.shape[0]
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
@@ -99,8 +99,8 @@ class _ForwardInputGradient(torch.autograd.Function):
             grad_x = grad_x.to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.ops.aten.convolution_backward(
-                grad, x_used, weight_used, None, list(ctx.stride), list(ctx.padding), list(ctx.dilation), False, [0, 0],
-                groups, [False, True, False])[1].to(weight.dtype)
+                grad, x.to(grad.dtype), weight_used, None, list(ctx.stride), list(ctx.padding), list(ctx.dilation), False,
+                [0, 0], groups, [False, True, False])[1].to(weight.dtype)
         return grad_x, grad_weight, None, None, None
 
 
