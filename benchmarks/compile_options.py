@@ -66,7 +66,7 @@ def row(name: str, args, seconds: float) -> dict:
     step = None
     try:
         step, inputs = build(name, args)
-        rate, first = measure(step, repeat(*inputs), seconds, args.warmup)
+        (rate,), first = measure(step, repeat(*inputs), seconds, args.warmup)
         used = getattr(step, "kind", "")
         return {"clips": rate * args.batch, "first": first, "used": used,
                 "peak": torch.cuda.max_memory_allocated() / 2**30}

@@ -30,7 +30,8 @@ autocast, SGD with momentum and weight decay, cross-entropy), eager and under `t
 Columns: clips/s, frames/s (= clips/s × T), peak GPU memory, the first step's wall time (compiling,
 capturing, autotuning: with a warm inductor cache, TORCHINDUCTOR_CACHE_DIR, a second run compiles
 faster) and the ratio to the better peer row at the same batch. A row whose step fell back says which
-step ran, e.g. "default (compiled)" (its note is on stderr).
+step ran, e.g. "default (compiled)" (its note is on stderr). --repeats N measures each row N times after one
+warm-up: clips/s is then the median, with the range of the N in brackets, and the ratios are of medians.
 
 Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold inductor cache (BENCHMARKS.md),
 so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
@@ -57,6 +58,7 @@ import functools
 import gc
 import os
 import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -142,8 +144,8 @@ def make_peer(channels: int, compiled: bool, compile_once: bool = False, options
     return step
 
 
-def measure(step, batches, seconds: float, warmup: int = 5) -> tuple[float, float]:
-    """(steps/s over `seconds`, wall seconds of the first step: compile, capture, autotuning)."""
+def measure(step, batches, seconds: float, warmup: int = 5, repeats: int = 1) -> tuple[list[float], float]:
+    """(steps/s over `seconds`, once per repeat; wall seconds of the first step: compile, capture, autotuning)."""
     started = time.perf_counter()
     step(*next(batches))
     torch.cuda.synchronize()
@@ -151,12 +153,21 @@ def measure(step, batches, seconds: float, warmup: int = 5) -> tuple[float, floa
     for _ in range(warmup):
         step(*next(batches))
     torch.cuda.synchronize()
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step(*next(batches))
-        steps += 1
-    torch.cuda.synchronize()
-    return steps / (time.perf_counter() - started), first
+    rates = []
+    for _ in range(repeats):
+        steps, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            step(*next(batches))
+            steps += 1
+        torch.cuda.synchronize()
+        rates.append(steps / (time.perf_counter() - started))
+    return rates, first
+
+
+def rate_cell(rates: list[float]) -> str:
+    """The median clips/s, and the range of the repeats where there are several."""
+    median = statistics.median(rates)
+    return f"{median:.1f}" if len(rates) == 1 else f"{median:.1f} ({min(rates):.1f}–{max(rates):.1f})"
 
 
 def repeat(*batch):
@@ -181,16 +192,17 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
             step = make_step(modality, args, what)
             inputs = (torch.randint(0, 256, (batch, args.segments, channels, 224, 224), dtype=torch.uint8, device="cuda"),
                       torch.randint(0, 101, (batch,), device="cuda"))
-        rate, first = measure(step, repeat(*inputs), args.seconds, args.warmup)
+        rates, first = measure(step, repeat(*inputs), args.seconds, args.warmup, args.repeats)
+        clips = [rate * batch for rate in rates]
         if what not in PEERS:
             used = step.kind
         peak = torch.cuda.max_memory_allocated() / 2**30
-        extra = then(step, rate * batch) if then is not None else None
-        return rate * batch, peak, first, used, extra
+        extra = then(step, statistics.median(clips)) if then is not None else None
+        return clips, peak, first, used, extra
     except torch.OutOfMemoryError:
         return None
     except Exception as error:  # noqa: BLE001 - a peer row that breaks must not end the table
-        return 0.0, 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}", None
+        return [0.0], 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}", None
     finally:
         del step
         inputs = None
@@ -337,9 +349,10 @@ def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inpu
         text = text or f"packed store, what `mateffnet train` picks: {loader.describe()}"
         iterator = forever(loader)
         try:
-            rate, _ = measure(step, iterator, args.seconds, warmup=3 + loader.loader.num_workers // 4)
-            rate *= batch
-            rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate:.1f} | "
+            rates, _ = measure(step, iterator, args.seconds, 3 + loader.loader.num_workers // 4, args.repeats)
+            clips = [rate * batch for rate in rates]
+            rate = statistics.median(clips)
+            rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate_cell(clips)} | "
                         f"{rate * args.segments:.0f} | | | {rate / synthetic_rate:.2f} of synthetic |")
         except torch.OutOfMemoryError:
             rows.append(f"| {modality} | default | {batch} | {text} | out of memory | | | | |")
@@ -359,6 +372,8 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256],
                         help="clips per step; a size that does not fit ends the list")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each row this many times; the median is the row's figure, the range follows it")
     parser.add_argument("--warmup", type=int, default=5, help="steps after the first one before measuring")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--flow-length", type=int, default=10)
@@ -413,11 +428,12 @@ def main() -> int:
                     rows.append((f"| {modality} | {what} | {batch} | synthetic | out of memory | | | |", None))
                     continue
                 fitted = True
-                rate, peak, first, used, extra = result
+                clips, peak, first, used, extra = result
+                rate = statistics.median(clips)
                 if what in PEERS:
                     peers.append(rate)
                 fed += extra or []
-                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate:.1f} | "
+                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate_cell(clips)} | "
                              f"{rate * args.segments:.0f} | {peak:.1f} | {first:.1f} |", rate))
                 print(f"measured: {rows[-1][0]}", file=sys.stderr, flush=True)  # progress, in case the run is cut
             best = max(peers, default=0.0)

@@ -74,7 +74,7 @@ def row(name, modality, args, **kwargs):
             _, step = build(modality, args, **kwargs)
             batch = (torch.randint(0, 256, (args.batch, 8, channels, 224, 224), dtype=torch.uint8, device="cuda"),
                      torch.randint(0, 101, (args.batch,), device="cuda"))
-        rate, first = measure(step, repeat(*batch), args.seconds)
+        (rate,), first = measure(step, repeat(*batch), args.seconds)
         used = getattr(step, "kind", "")
         rate *= args.batch
         print(f"| {modality} | {name} | {used} | {rate:.1f} | {rate * 8:.0f} | {torch.cuda.max_memory_allocated() / 2**30:.1f} | "
