@@ -9,7 +9,8 @@ depthwise layers compute their input gradient that way.
 A stride-s layer's input gradient splits into s × s phases (the input positions i ≡ r mod s, j ≡ q mod s),
 each a stride-1 correlation of the output's gradient with a sub-kernel of the flipped kernel (polyphase
 decomposition); one depthwise convolution with s × s outputs per channel computes them all, and a permute
-interleaves them. That path is opt-in (`strided=True`) until it is measured against cuDNN's dgrad.
+interleaves them. That path is opt-in (`strided=True`) and off in the backbones: cuDNN runs a depthwise
+convolution with s × s outputs per channel far slower than its own strided dgrad (BENCHMARKS.md).
 Parameters and state_dict keys are those of `nn.Conv2d`; the weight gradient is the library's own.
 """
 
