@@ -30,8 +30,8 @@ autocast, SGD with momentum and weight decay, cross-entropy), eager and under `t
 Columns: clips/s, frames/s (= clips/s × T), peak GPU memory, the first step's wall time (compiling,
 capturing, autotuning: with a warm inductor cache, TORCHINDUCTOR_CACHE_DIR, a second run compiles
 faster) and the ratio to the better peer row at the same batch. A row whose step fell back says which
-step ran, e.g. "default (compiled)" (its note is on stderr). --repeats N measures each row N times after one
-warm-up: clips/s is then the median, with the range of the N in brackets, and the ratios are of medians.
+step ran, e.g. "default (compiled)" (its note is on stderr). --repeats N measures each row N times after its
+warm-up steps: clips/s is then the median, with the range of the N in brackets, and the ratios are of medians.
 
 Each compiled row at a new batch shape compiles for ~1–2 minutes with a cold inductor cache (BENCHMARKS.md),
 so the full table takes longer than a 10-minute job: run it in parts (--streams, --batch-sizes, --steps)
@@ -57,8 +57,8 @@ import argparse
 import functools
 import gc
 import os
-import sys
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
