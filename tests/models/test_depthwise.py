@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mateffnet.models import create_backbone
-from mateffnet.models.depthwise import DepthwiseConv2d, use_forward_input_gradients
+from mateffnet.models.depthwise import DepthwiseConv2d, use_depthwise_gradients
 
 
 def _gradients(module, x, seed=1):
@@ -32,9 +32,9 @@ def test_the_input_gradient_as_a_forward_convolution_equals_the_library_gradient
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (5, 2, 2), (3, 2, 0), (4, 2, 1), (5, 2, 3), (3, 3, 1), (2, 2, 0)])
-@pytest.mark.parametrize("size", [(12, 10), (11, 9)])  # even sizes, and odd ones whose last row and column no phase fills
+@pytest.mark.parametrize("size", [(12, 10), (11, 9)])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_the_strided_input_gradient_from_its_phases_equals_the_library_gradient(kernel, stride, padding, size, memory_format):
+def test_off_cuda_the_strided_gradients_are_the_library_gradients(kernel, stride, padding, size, memory_format):
     torch.manual_seed(0)
     library, ours = _library_and_ours(nn.Conv2d(6, 6, kernel, stride, padding, groups=6, bias=False).double())
     x = torch.randn(2, 6, *size, dtype=torch.double).contiguous(memory_format=memory_format)
@@ -55,21 +55,22 @@ def test_under_autocast_the_gradients_come_back_in_the_parameters_dtype():
         torch.testing.assert_close(have, want, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("strided", [False, True])
-def test_only_bias_free_depthwise_convolutions_are_replaced_strided_ones_when_asked_and_the_weights_stay(strided):
+@pytest.mark.parametrize("triton", [False, True])
+def test_every_bias_free_depthwise_convolution_is_replaced_with_its_choice_and_the_weights_stay(triton):
     import timm
 
     torch.manual_seed(0)
     library = timm.create_model("efficientnet_b0", num_classes=0, global_pool="").double().train()
     ours = copy.deepcopy(library)
-    replaced = use_forward_input_gradients(ours, strided=strided)
-    depthwise = {name: module for name, module in library.named_modules()
-                 if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1}
-    chosen = [name for name, module in depthwise.items() if strided or module.stride == (1, 1)]
-    assert replaced == len(chosen) == (16 if strided else 12) and len(depthwise) == 16
+    replaced = use_depthwise_gradients(ours, triton=triton)
+    depthwise = [name for name, module in library.named_modules()
+                 if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1]
+    assert replaced == len(depthwise) == 16
     modules = dict(ours.named_modules())
-    assert all(type(modules[name]) is DepthwiseConv2d for name in chosen)
-    assert all(type(modules[name]) is nn.Conv2d for name in depthwise if name not in chosen)
+    assert all(type(modules[name]) is DepthwiseConv2d and modules[name].triton == triton
+               for name in depthwise)
+    assert sum(type(module) is nn.Conv2d for module in ours.modules()) == sum(
+        type(module) is nn.Conv2d for module in library.modules()) - 16
     assert list(ours.state_dict()) == list(library.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), library.state_dict().values()))
     x, weights = torch.randn(3, 3, 64, 64, dtype=torch.double), torch.randn(3, 1280, 2, 2, dtype=torch.double)
@@ -81,7 +82,7 @@ def test_only_bias_free_depthwise_convolutions_are_replaced_strided_ones_when_as
 
 def test_the_backbones_use_them():
     backbone = create_backbone("efficientnet_b0")
-    assert sum(type(module) is DepthwiseConv2d for module in backbone.modules()) == 12
+    assert sum(type(module) is DepthwiseConv2d and module.triton for module in backbone.modules()) == 16
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or not torch._dynamo.is_dynamo_supported(),
@@ -90,7 +91,7 @@ def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
     torch.manual_seed(0)
     block = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False),
                           nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False))
-    assert use_forward_input_gradients(block, strided=True) == 2
+    assert use_depthwise_gradients(block) == 2
     compiled = copy.deepcopy(block)
     x = torch.randn(2, 4, 12, 12)
     expected = _gradients(block, x)
@@ -102,12 +103,34 @@ def test_torch_compile_traces_them_into_one_graph_with_the_eager_gradients():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("stride", [1, 2])
-def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns(stride):
+@pytest.mark.parametrize("triton", [True, False])
+def test_on_cuda_in_bf16_channels_last_the_gradients_are_cudnns(stride, triton):
+    if triton:
+        pytest.importorskip("triton")
     torch.manual_seed(0)
     library, ours = _library_and_ours(nn.Conv2d(32, 32, 5, stride, 2, groups=32, bias=False).cuda())
+    ours.triton = triton
     x = torch.randn(8, 32, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, got = _gradients(library, x), _gradients(ours, x)
     assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.float32
     for want, have in zip(expected, got):
         torch.testing.assert_close(have, want, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_triton_gradients_compile_into_one_graph_and_a_cuda_graph():
+    pytest.importorskip("triton")
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(4, 16, 1, bias=False), nn.BatchNorm2d(16), nn.SiLU(),
+                          nn.Conv2d(16, 16, 5, 1, 2, groups=16, bias=False), nn.Conv2d(16, 16, 3, 2, 1, groups=16, bias=False))
+    assert use_depthwise_gradients(block) == 2
+    block = block.cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 4, 20, 20, device="cuda").contiguous(memory_format=torch.channels_last)
+    expected = _gradients(block, x)
+    compiled = torch.compile(copy.deepcopy(block), fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):  # reduce-overhead records a CUDA graph on a later call and replays it after
+        compiled.zero_grad(set_to_none=True)
+        got = [tensor.clone() for tensor in _gradients(compiled, x)]  # a replay overwrites the graph's outputs
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-4)

