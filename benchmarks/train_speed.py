@@ -14,10 +14,9 @@ schedule) as
             torch.compile + the forward/backward replayed as one CUDA graph
   tuned     the default with train.compile_tuning: true (inductor times its kernels' block sizes and
             runs 1x1 convolutions as matmuls; a longer cold compile)
-  library-dgrad  the default with cuDNN's own input gradient in the stride-1 depthwise layers (what
-            models/depthwise.py's forward-convolution gradient buys)
-  strided-dgrad  the default with the strided depthwise layers' input gradient as a polyphase forward
-            convolution too (use_forward_input_gradients(strided=True), off by default)
+  no-triton the default with cuDNN's input gradient in the strided depthwise layers instead of
+            models/depthwise_triton.py's kernel (what the kernel buys)
+  library-dgrad  the default with cuDNN's own depthwise gradients everywhere (what models/depthwise.py buys)
   eager     no compile, no graph (train.compile=false train.cuda_graph=false)
   graph     the eager forward/backward replayed as a CUDA graph (the default before torch.compile)
   ddp       DistributedDataParallel (one process, NCCL), compiled, no graph (train.cuda_graph false;
@@ -75,9 +74,9 @@ from mateffnet.engine.build import make_optimizer  # noqa: E402
 from mateffnet.engine.distributed import data_parallel  # noqa: E402
 from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
-from mateffnet.models.depthwise import DepthwiseConv2d, use_forward_input_gradients  # noqa: E402
+from mateffnet.models.depthwise import DepthwiseConv2d  # noqa: E402
 
-STEP_KINDS = ("default", "tuned", "library-dgrad", "strided-dgrad", "eager", "graph", "ddp", "ddp-graph")
+STEP_KINDS = ("default", "tuned", "no-triton", "library-dgrad", "eager", "graph", "ddp", "ddp-graph")
 DDP_KINDS = ("ddp", "ddp-graph")
 PEERS = ("timm eager", "timm compiled")
 DDP_BATCH = 32
@@ -88,18 +87,17 @@ def make_step(modality: str, args, kind: str) -> TrainStep:
     torch.manual_seed(0)
     model = StreamNet(101, modality=modality, num_segments=args.segments, flow_length=args.flow_length).cuda()
     model.use_channels_last().train()
-    if kind == "library-dgrad":
-        for module in model.modules():
-            if type(module) is DepthwiseConv2d:
-                module.__class__ = torch.nn.Conv2d  # same attributes and weight: the library's own backward
-    if kind == "strided-dgrad":
-        use_forward_input_gradients(model, strided=True)
+    for module in model.modules():
+        if type(module) is DepthwiseConv2d and kind == "library-dgrad":
+            module.__class__ = torch.nn.Conv2d  # same attributes and weight: the library's own backward
+        elif type(module) is DepthwiseConv2d and kind == "no-triton":
+            module.triton = False
     tc = TrainConfig(compile_tuning=kind == "tuned")
     optimizer, scheduler = make_optimizer(model, tc, steps_per_epoch=1000)
     options = StepOptions(torch.bfloat16, tc.label_smoothing, tc.clip_grad_norm)
     cuda = torch.device("cuda")
     graphed = {"eager": False, "graph": True, "ddp": False}.get(kind, use_cuda_graph(tc.cuda_graph, cuda, torch.bfloat16))
-    compiled = kind in ("default", "tuned", "library-dgrad", "strided-dgrad", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
+    compiled = kind in ("default", "tuned", "no-triton", "library-dgrad", *DDP_KINDS) and use_compile(tc.compile, cuda, tc.deterministic)
     net = model
     if kind in DDP_KINDS:
         net = data_parallel(model, torch.device("cuda", 0))  # as distributed.wrap_model builds it
@@ -211,7 +209,7 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
         torch.cuda.empty_cache()
 
 
-COMPILED_ROWS = ("default", "tuned", "library-dgrad", "strided-dgrad", *DDP_KINDS, "timm compiled")
+COMPILED_ROWS = ("default", "tuned", "no-triton", "library-dgrad", *DDP_KINDS, "timm compiled")
 
 
 def rows_at(batch: int, steps: list[str]) -> list[str]:
@@ -279,16 +277,16 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
 
-EXPECTED = {"default": "compiled + CUDA graph", "tuned": "compiled + CUDA graph", "library-dgrad": "compiled + CUDA graph",
-            "strided-dgrad": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph",
+EXPECTED = {"default": "compiled + CUDA graph", "tuned": "compiled + CUDA graph", "no-triton": "compiled + CUDA graph",
+            "library-dgrad": "compiled + CUDA graph", "eager": "eager", "graph": "CUDA graph",
             "ddp": "compiled", "ddp-graph": "compiled + CUDA graph"}
 
 
 def label(what: str, used: str) -> str:
     if what in PEERS:
         return what if not used.startswith("failed") else f"{what} ({used})"
-    name = {"tuned": "default + train.compile_tuning", "library-dgrad": "default, cuDNN's depthwise dgrad",
-            "strided-dgrad": "default + strided depthwise dgrad as polyphase forward", "ddp": "DDP 1 process, compiled, no graph",
+    name = {"tuned": "default + train.compile_tuning", "no-triton": "default, cuDNN's strided depthwise dgrad",
+            "library-dgrad": "default, cuDNN's depthwise gradients", "ddp": "DDP 1 process, compiled, no graph",
             "ddp-graph": "default, DDP 1 process"}.get(what, what)
     return name if used == EXPECTED[what] else f"{name} ({used})"
 
