@@ -162,10 +162,12 @@ def measure(step, batches, seconds: float, warmup: int = 5, repeats: int = 1) ->
     return rates, first
 
 
-def rate_cell(rates: list[float]) -> str:
-    """The median clips/s, and the range of the repeats where there are several."""
-    median = statistics.median(rates)
-    return f"{median:.1f}" if len(rates) == 1 else f"{median:.1f} ({min(rates):.1f}–{max(rates):.1f})"
+def rate_cells(clips: list[float], segments: int) -> tuple[float, str]:
+    """The median clips/s of the repeats, and the table's clips/s cell (the repeats' range after it where there are
+    several) and frames/s cell."""
+    median = statistics.median(clips)
+    spread = "" if len(clips) == 1 else f" ({min(clips):.1f}–{max(clips):.1f})"
+    return median, f"{median:.1f}{spread} | {median * segments:.0f}"
 
 
 def repeat(*batch):
@@ -348,10 +350,9 @@ def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inpu
         iterator = forever(loader)
         try:
             rates, _ = measure(step, iterator, args.seconds, 3 + loader.loader.num_workers // 4, args.repeats)
-            clips = [rate * batch for rate in rates]
-            rate = statistics.median(clips)
-            rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {rate_cell(clips)} | "
-                        f"{rate * args.segments:.0f} | | | {rate / synthetic_rate:.2f} of synthetic |")
+            rate, cells = rate_cells([rate * batch for rate in rates], args.segments)
+            rows.append(f"| {modality} | {label('default', step.kind)} | {batch} | {text} | {cells} | | | "
+                        f"{rate / synthetic_rate:.2f} of synthetic |")
         except torch.OutOfMemoryError:
             rows.append(f"| {modality} | default | {batch} | {text} | out of memory | | | | |")
         except Exception as error:  # noqa: BLE001 - a store that fails must not cost the synthetic row
@@ -427,12 +428,12 @@ def main() -> int:
                     continue
                 fitted = True
                 clips, peak, first, used, extra = result
-                rate = statistics.median(clips)
+                rate, cells = rate_cells(clips, args.segments)
                 if what in PEERS:
                     peers.append(rate)
                 fed += extra or []
-                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {rate_cell(clips)} | "
-                             f"{rate * args.segments:.0f} | {peak:.1f} | {first:.1f} |", rate))
+                rows.append((f"| {modality} | {label(what, used)} | {batch} | synthetic | {cells} | {peak:.1f} | "
+                             f"{first:.1f} |", rate))
                 print(f"measured: {rows[-1][0]}", file=sys.stderr, flush=True)  # progress, in case the run is cut
             best = max(peers, default=0.0)
             for text, rate in rows:  # ratios once every peer row of this batch is in
