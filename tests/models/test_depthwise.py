@@ -134,3 +134,29 @@ def test_on_cuda_the_triton_gradients_compile_into_one_graph_and_a_cuda_graph():
         got = [tensor.clone() for tensor in _gradients(compiled, x)]  # a replay overwrites the graph's outputs
     for want, have in zip(expected, got):
         torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-4)
+
+
+def test_where_the_triton_kernel_fails_the_library_gradient_takes_over_after_one_note(monkeypatch, capsys):
+    pytest.importorskip("triton")
+    from mateffnet.models import depthwise, depthwise_triton
+
+    calls = []
+
+    def fails(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("no kernel for this GPU\nsecond line")
+
+    monkeypatch.setattr(depthwise_triton, "depthwise_input_grad_triton", fails)
+    monkeypatch.setattr(depthwise, "_triton_failed", False)
+    torch.manual_seed(0)
+    weight = torch.randn(6, 1, 3, 3, dtype=torch.double)
+    x = torch.randn(2, 6, 11, 10, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(nn.functional.conv2d(x, weight, None, 2, 1, 1, 6))
+    want = torch.ops.aten.convolution_backward(grad, x, weight, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 6,
+                                               [True, False, False])[0]
+    for _ in range(2):
+        got = depthwise.triton_or_library_input_grad(grad, weight, 11, 10, (2, 2), (1, 1))
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 1  # not tried again
+    assert capsys.readouterr().err.splitlines() == [
+        "note: the Triton depthwise input gradient failed (no kernel for this GPU); using the library's"]

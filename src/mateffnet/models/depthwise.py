@@ -12,11 +12,14 @@ parameters and state_dict keys are those of `nn.Conv2d`.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mateffnet.errors import error_line
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -59,21 +62,49 @@ def _library_gradients(grad, x, weight, ctx, input_grad: bool) -> torch.Tensor:
     return gradients[0] if input_grad else gradients[1]
 
 
-# A custom operator: opaque to torch.compile (it does not trace into the launch), capturable in a CUDA graph; the
-# kernel's module, and with it Triton, is imported when it first runs.
+# A custom operator: opaque to torch.compile (it does not trace into the launch), capturable in a CUDA graph.
 @torch.library.custom_op("mateffnet::depthwise_input_grad", mutates_args=(), device_types="cuda")
 def _triton_input_grad(grad: torch.Tensor, weight: torch.Tensor, height: int, width: int, stride: Sequence[int],
                        padding: Sequence[int]) -> torch.Tensor:
-    from mateffnet.models.depthwise_triton import depthwise_input_grad_triton
+    return triton_or_library_input_grad(grad, weight, height, width, tuple(stride), tuple(padding))
 
-    return depthwise_input_grad_triton(grad, weight, (height, width), tuple(stride), tuple(padding))
+
+_triton_failed = False
+
+
+def triton_or_library_input_grad(grad: torch.Tensor, weight: torch.Tensor, height: int, width: int,
+                                 stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """The input gradient by the Triton kernel (its module, and with it Triton, imported on the first call); where
+    the kernel cannot be built or run (a GPU that Triton does not support, say), by the library's dgrad, from then
+    on for the rest of the process, after one note on stderr."""
+    global _triton_failed
+    if not _triton_failed:
+        try:
+            from mateffnet.models.depthwise_triton import depthwise_input_grad_triton
+
+            return depthwise_input_grad_triton(grad, weight, (height, width), stride, padding)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - Triton's compile and launch errors have no common type
+            _triton_failed = True
+            print(f"note: the Triton depthwise input gradient failed ({error_line(error)[:200]}); using the "
+                  "library's", file=sys.stderr)
+    input_like = torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
+                             memory_format=memory_layout(grad))  # dgrad reads only its shape
+    return torch.ops.aten.convolution_backward(grad, input_like, weight, None, list(stride), list(padding), [1, 1],
+                                               False, [0, 0], weight.shape[0], [True, False, False])[0]
 
 
 @_triton_input_grad.register_fake
 def _(grad, weight, height, width, stride, padding):
-    channels_last = grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
     return torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
-                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                       memory_format=memory_layout(grad))
+
+
+def memory_layout(tensor: torch.Tensor) -> torch.memory_format:
+    """channels_last where `tensor` is laid out so (and not also plain contiguous, as a 1×1 map is), else contiguous."""
+    channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class DepthwiseConv2d(nn.Conv2d):

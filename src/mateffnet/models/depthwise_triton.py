@@ -17,10 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-def _layout(tensor: torch.Tensor) -> torch.memory_format:
-    channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
+from mateffnet.models.depthwise import memory_layout
 
 
 def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
@@ -31,7 +28,7 @@ def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, input_
     The block sizes and warps are the kernel's tuning (`benchmarks/depthwise_grad.py --sweep`)."""
     batch, channels, out_height, out_width = grad.shape
     height, width = input_size
-    out = torch.empty((batch, channels, height, width), device=grad.device, dtype=grad.dtype, memory_format=_layout(grad))
+    out = torch.empty((batch, channels, height, width), device=grad.device, dtype=grad.dtype, memory_format=memory_layout(grad))
     cells = batch * triton.cdiv(height, stride[0]) * triton.cdiv(width, stride[1])
     # Triton's interpreter (the CPU tests) runs one program after another: there, fewer and larger ones.
     if os.environ.get("TRITON_INTERPRET") == "1":
