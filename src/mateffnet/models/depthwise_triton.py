@@ -28,7 +28,8 @@ def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, input_
     The block sizes and warps are the kernel's tuning (`benchmarks/depthwise_grad.py --sweep`)."""
     batch, channels, out_height, out_width = grad.shape
     height, width = input_size
-    out = torch.empty((batch, channels, height, width), device=grad.device, dtype=grad.dtype, memory_format=memory_layout(grad))
+    out = torch.empty((batch, channels, height, width), device=grad.device, dtype=grad.dtype,
+                      memory_format=memory_layout(grad))
     cells = batch * triton.cdiv(height, stride[0]) * triton.cdiv(width, stride[1])
     # Triton's interpreter (the CPU tests) runs one program after another: there, fewer and larger ones.
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -36,7 +37,8 @@ def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, input_
     block_channels = min(block_channels, triton.next_power_of_2(channels))
     grid = (triton.cdiv(cells, block_cells), triton.cdiv(channels, block_channels))
     _input_grad_kernel[grid](
-        grad, weight.contiguous(), out, cells, channels, height, width, out_height, out_width, *grad.stride(), *out.stride(),
+        grad, weight.contiguous(), out, cells, channels, height, width, out_height, out_width,
+        *grad.stride(), *out.stride(),
         KH=weight.shape[2], KW=weight.shape[3], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
         BLOCK_CELLS=block_cells, BLOCK_C=block_channels, num_warps=num_warps)
     return out
