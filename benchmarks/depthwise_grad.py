@@ -118,6 +118,7 @@ def strided(args) -> None:
         x = torch.randn(shape, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(channels, 1, kernel, kernel, device="cuda", dtype=torch.bfloat16)
         grad = torch.randn_like(F.conv2d(x, weight, None, 2, padding, 1, channels))
+        out = torch.empty_like(x)
 
         def forward():
             return F.conv2d(x, weight, None, 2, padding, 1, channels)
@@ -127,7 +128,7 @@ def strided(args) -> None:
                                                        [0, 0], channels, [True, False, False])[0]
 
         def triton_dgrad(**tuning):
-            return depthwise_input_grad_triton(grad, weight, (height, width), (2, 2), (padding, padding), **tuning)
+            return depthwise_input_grad_triton(grad, weight, out, (2, 2), (padding, padding), **tuning)
 
         times = [milliseconds(function, args.repeats) for function in (forward, dgrad, triton_dgrad)]
         difference = relative_difference(dgrad(), triton_dgrad())

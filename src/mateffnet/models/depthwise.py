@@ -78,21 +78,22 @@ def triton_or_library_input_grad(grad: torch.Tensor, weight: torch.Tensor, heigh
     the kernel cannot be built or run (a GPU that Triton does not support, say), by the library's dgrad, from then
     on for the rest of the process, after one note on stderr."""
     global _triton_failed
+    out = torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
+                      memory_format=memory_layout(grad))
     if not _triton_failed:
         try:
             from mateffnet.models.depthwise_triton import depthwise_input_grad_triton
 
-            return depthwise_input_grad_triton(grad, weight, (height, width), stride, padding)
+            return depthwise_input_grad_triton(grad, weight, out, stride, padding)
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - Triton's compile and launch errors have no common type
             _triton_failed = True
             print(f"note: the Triton depthwise input gradient failed ({error_line(error)[:200]}); using the "
                   "library's", file=sys.stderr)
-    input_like = torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
-                             memory_format=memory_layout(grad))  # dgrad reads only its shape
-    return torch.ops.aten.convolution_backward(grad, input_like, weight, None, list(stride), list(padding), [1, 1],
-                                               False, [0, 0], weight.shape[0], [True, False, False])[0]
+    # the library's dgrad reads only the shape of its input argument
+    return torch.ops.aten.convolution_backward(grad, out, weight, None, list(stride), list(padding), [1, 1], False,
+                                               [0, 0], weight.shape[0], [True, False, False])[0]
 
 
 @_triton_input_grad.register_fake

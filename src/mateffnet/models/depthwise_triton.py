@@ -17,19 +17,15 @@ import torch
 import triton
 import triton.language as tl
 
-from mateffnet.models.depthwise import memory_layout
 
-
-def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
+def depthwise_input_grad_triton(grad: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
                                 stride: tuple[int, int], padding: tuple[int, int], block_cells: int = 32,
                                 block_channels: int = 64, num_warps: int = 4) -> torch.Tensor:
-    """Input gradient of the bias-free, dilation-1 depthwise convolution with `weight` (C, 1, kh, kw), `stride` and
-    `padding` whose output gradient is `grad` (N, C, Ho, Wo), for an input of `input_size` (H, W); laid out as `grad`.
-    The block sizes and warps are the kernel's tuning (`benchmarks/depthwise_grad.py --sweep`)."""
+    """Writes into `out` (N, C, H, W), any layout, whole, and returns it: the input gradient of the bias-free,
+    dilation-1 depthwise convolution with `weight` (C, 1, kh, kw), `stride` and `padding` whose output gradient is
+    `grad` (N, C, Ho, Wo). The block sizes and warps are the kernel's tuning (`benchmarks/depthwise_grad.py --sweep`)."""
     batch, channels, out_height, out_width = grad.shape
-    height, width = input_size
-    out = torch.empty((batch, channels, height, width), device=grad.device, dtype=grad.dtype,
-                      memory_format=memory_layout(grad))
+    height, width = out.shape[2:]
     cells = batch * triton.cdiv(height, stride[0]) * triton.cdiv(width, stride[1])
     # Triton's interpreter (the CPU tests) runs one program after another: there, fewer and larger ones.
     if os.environ.get("TRITON_INTERPRET") == "1":
