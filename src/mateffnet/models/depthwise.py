@@ -47,18 +47,19 @@ class _DepthwiseGradients(torch.autograd.Function):
             elif ctx.triton:
                 grad_x = _triton_input_grad(grad, weight_used, *x.shape[2:], ctx.stride, ctx.padding)
             else:
-                grad_x = _library_gradients(grad, x, weight_used, ctx, input_grad=True)
+                grad_x = _library_gradient(grad, x, weight_used, ctx.stride, ctx.padding, ctx.dilation, input_grad=True)
             grad_x = grad_x.to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = _library_gradients(grad, x, weight_used, ctx, input_grad=False).to(weight.dtype)
+            grad_weight = _library_gradient(grad, x, weight_used, ctx.stride, ctx.padding, ctx.dilation,
+                                            input_grad=False).to(weight.dtype)
         return grad_x, grad_weight, None, None, None, None
 
 
-def _library_gradients(grad, x, weight, ctx, input_grad: bool) -> torch.Tensor:
+def _library_gradient(grad, x, weight, stride, padding, dilation, input_grad: bool) -> torch.Tensor:
+    """The library's input gradient (`input_grad`; it reads only the shape of `x`) or weight gradient."""
     which = [input_grad, not input_grad, False]
-    gradients = torch.ops.aten.convolution_backward(grad, x.to(grad.dtype), weight, None, list(ctx.stride),
-                                                    list(ctx.padding), list(ctx.dilation), False, [0, 0],
-                                                    weight.shape[0], which)
+    gradients = torch.ops.aten.convolution_backward(grad, x.to(grad.dtype), weight, None, list(stride), list(padding),
+                                                    list(dilation), False, [0, 0], weight.shape[0], which)
     return gradients[0] if input_grad else gradients[1]
 
 
@@ -91,9 +92,7 @@ def triton_or_library_input_grad(grad: torch.Tensor, weight: torch.Tensor, heigh
             _triton_failed = True
             print(f"note: the Triton depthwise input gradient failed ({error_line(error)[:200]}); using the "
                   "library's", file=sys.stderr)
-    # the library's dgrad reads only the shape of its input argument
-    return torch.ops.aten.convolution_backward(grad, out, weight, None, list(stride), list(padding), [1, 1], False,
-                                               [0, 0], weight.shape[0], [True, False, False])[0]
+    return _library_gradient(grad, out, weight, stride, padding, (1, 1), input_grad=True)
 
 
 @_triton_input_grad.register_fake
