@@ -214,6 +214,7 @@ FLOW_WAITING_FOR = """
 import os, time, cv2
 _flow = cv2.calcOpticalFlowFarneback
 def _waiting(*args, **kwargs):
+    open({started!r}, "a").close()
     while not os.path.exists({go!r}):
         time.sleep(0.05)
     return _flow(*args, **kwargs)
@@ -358,22 +359,32 @@ def test_two_real_prepare_processes_on_one_store_the_second_is_refused_and_the_f
     videos = tmp_path / "src"
     for i in range(3):
         video_writer(videos / f"c/v{i}.mp4", square_frames(n=40), codec="mpeg4")
-    slow, go = tmp_path / "slow", tmp_path / "go"
+    slow, started, go = tmp_path / "slow", tmp_path / "started", tmp_path / "go"
     slow.mkdir()
-    # the first run's flow waits until the second run has ended, however long that takes to start on a busy machine
-    (slow / "sitecustomize.py").write_text(FLOW_WAITING_FOR.format(go=str(go)))
+    # the first run's flow says it has begun, then waits until the second run has ended, however long either
+    # takes to start on a busy machine
+    (slow / "sitecustomize.py").write_text(FLOW_WAITING_FOR.format(started=str(started), go=str(go)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(SRC), os.environ.get("PYTHONPATH", "")])}
     store = tmp_path / "store"
-    first = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(videos), "--out", str(store), *F,
-                              "--workers", "0", "--no-progress"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not _temporaries(store) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _temporaries(store), "the first run never started writing"
-    second = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
-    go.touch()
-    out, err = first.communicate(timeout=120)
+    # files, not pipes: a run that fills a pipe nobody reads yet would block before it writes anything
+    with open(tmp_path / "first.out", "w+") as out_file, open(tmp_path / "first.err", "w+") as err_file:
+        first = subprocess.Popen([sys.executable, "-m", "mateffnet", "prepare", str(videos), "--out", str(store),
+                                  *F, "--workers", "0", "--no-progress"], env=env, stdout=out_file, stderr=err_file)
+        deadline = time.monotonic() + 300
+        while not started.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not started.exists():
+            first.kill()
+            first.wait()
+            err_file.seek(0)
+            pytest.fail(f"the first run never reached its flow (exit {first.returncode}): {err_file.read()[-2000:]}")
+        assert _temporaries(store), "the first run is in its first video's flow but writes no temporary"
+        second = _cli("prepare", videos, "--out", store, *F, "--workers", "0", "--no-progress")
+        go.touch()
+        first.wait(timeout=120)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"is in use by another mateffnet prepare (PID {first.pid})" in second.stderr
     assert first.returncode == 0, err
