@@ -72,6 +72,7 @@ from mateffnet.config import TrainConfig  # noqa: E402
 from mateffnet.engine.step import StepOptions, TrainStep, make_train_step, use_compile, use_cuda_graph  # noqa: E402
 from mateffnet.engine.build import make_optimizer  # noqa: E402
 from mateffnet.engine.distributed import data_parallel  # noqa: E402
+from mateffnet.errors import error_line  # noqa: E402
 from mateffnet.io.flowcodec import DEFAULT_FLOW_CODEC, FLOW_CODECS  # noqa: E402
 from mateffnet.models import StreamNet  # noqa: E402
 from mateffnet.models.depthwise import DepthwiseConv2d  # noqa: E402
@@ -202,7 +203,7 @@ def synthetic(what: str, modality: str, batch: int, args, then=None):
     except torch.OutOfMemoryError:
         return None
     except Exception as error:  # noqa: BLE001 - a peer row that breaks must not end the table
-        return [0.0], 0.0, 0.0, f"failed: {type(error).__name__}: {_first_line(error)}", None
+        return [0.0], 0.0, 0.0, f"failed: {type(error).__name__}: {error_line(error, default='')[:120]}", None
     finally:
         del step
         inputs = None
@@ -273,10 +274,6 @@ def warm_cache(args) -> None:
 def _last_line(output: str) -> str:
     lines = output.strip().splitlines()
     return lines[-1][:160] if lines else "(none)"
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
 
 
 EXPECTED = {"default": "compiled + CUDA graph", "tuned": "compiled + CUDA graph", "no-triton": "compiled + CUDA graph",
@@ -357,7 +354,7 @@ def end_to_end_rows(step, synthetic_rate: float, modality: str, batch: int, inpu
             rows.append(f"| {modality} | default | {batch} | {text} | out of memory | | | | |")
         except Exception as error:  # noqa: BLE001 - a store that fails must not cost the synthetic row
             rows.append(f"| {modality} | default | {batch} | {text} | failed: {type(error).__name__}: "
-                        f"{_first_line(error)} | | | | |")
+                        f"{error_line(error, default='')[:120]} | | | | |")
         finally:
             del iterator, loader
             gc.collect()
