@@ -245,9 +245,10 @@ def test_after_kill_9_the_workers_exit_at_once_and_the_rerun_removes_their_tempo
     def video_temporaries():  # not the main process's own (the store's settings, written and renamed at once)
         return [p for p in _temporaries(store) if p.name.startswith(".long.mfv.") and p.name.endswith(".tmp")]
 
-    deadline = time.monotonic() + 60
-    while not video_temporaries() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300  # a worker's start (a forkserver, then torch's import) is slow on a busy machine
+    while not video_temporaries() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert video_temporaries(), f"no worker started writing the video (the run's exit status: {run.poll()})"
     (temporary,) = video_temporaries()  # a worker is writing the video
     worker_pid = int(temporary.name.split(".")[-3])
     assert worker_pid != run.pid and _alive(worker_pid)
