@@ -79,8 +79,7 @@ def triton_or_library_input_grad(grad: torch.Tensor, weight: torch.Tensor, heigh
     the kernel cannot be built or run (a GPU that Triton does not support, say), by the library's dgrad, from then
     on for the rest of the process, after one note on stderr."""
     global _triton_failed
-    out = torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
-                      memory_format=memory_layout(grad))
+    out = _empty_input_grad(grad, height, width)
     if not _triton_failed:
         try:
             from mateffnet.models.depthwise_triton import depthwise_input_grad_triton
@@ -97,14 +96,15 @@ def triton_or_library_input_grad(grad: torch.Tensor, weight: torch.Tensor, heigh
 
 @_triton_input_grad.register_fake
 def _(grad, weight, height, width, stride, padding):
+    return _empty_input_grad(grad, height, width)
+
+
+def _empty_input_grad(grad: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """An uninitialised (N, C, height, width) tensor for the input gradient of `grad`, in its dtype, device and
+    layout: channels_last where `grad` is laid out so (and not also plain contiguous, as a 1×1 map is)."""
+    channels_last = grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
     return torch.empty((grad.shape[0], grad.shape[1], height, width), device=grad.device, dtype=grad.dtype,
-                       memory_format=memory_layout(grad))
-
-
-def memory_layout(tensor: torch.Tensor) -> torch.memory_format:
-    """channels_last where `tensor` is laid out so (and not also plain contiguous, as a 1×1 map is), else contiguous."""
-    channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
+                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 class DepthwiseConv2d(nn.Conv2d):
